@@ -1,0 +1,166 @@
+"""The ``scaffold`` command line. Commands are thin: each maps options onto one library call.
+
+Only typer is imported at start-up; each command imports the library it needs when it runs,
+so ``scaffold --help`` stays as quick as a bare typer app.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from generator.errors import ScaffoldError
+
+app = typer.Typer(
+    name="scaffold",
+    help="Turn a gRPC API design into a service ready for Google Cloud Run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+proto_app = typer.Typer(help="Create, compile and lint proto files.", no_args_is_help=True)
+neuron_app = typer.Typer(help="Create, update, run, test and deploy neurons (services).", no_args_is_help=True)
+app.add_typer(proto_app, name="proto")
+app.add_typer(neuron_app, name="neuron")
+
+NameArg = Annotated[
+    Optional[str],
+    typer.Argument(help="ORG.PRODUCT.KIND-NAME-VERSION, e.g. xmpl.br.resources-books-v1", show_default=False),
+]
+ProtoOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--proto", help="An existing .proto file to use instead of NAME (repeatable).", show_default=False),
+]
+IncludeOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("-I", "--include", help="A folder protoc searches for imports (repeatable).", show_default=False),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
+
+
+def echo(message: str = "") -> None:
+    typer.echo(message)
+
+
+def _workspace():
+    from generator import workspace
+
+    return workspace.find()
+
+
+def _report(outcomes, base: Path, show_diff: bool = False) -> None:
+    from generator.writer import report
+
+    report(outcomes, base, echo, show_diff=show_diff)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from generator import __version__
+
+        echo(f"scaffold {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the workspace.")] = Path("."),
+    org: Annotated[str, typer.Option(help="Organisation id, e.g. xmpl.")] = ...,
+    product: Annotated[str, typer.Option(help="Product id, e.g. br.")] = ...,
+    gcp_project: Annotated[str, typer.Option(help="Google Cloud project id neurons deploy to.")] = "",
+    region: Annotated[str, typer.Option(help="Google Cloud region.")] = "europe-west1",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing scaffold.toml.")] = False,
+) -> None:
+    """Create a workspace: scaffold.toml, proto/buf.yaml and .gitignore."""
+    from generator import workspace
+
+    ws = workspace.init(directory, org, product, gcp_project, region, force=force)
+    echo(f"workspace {ws.org}.{ws.product} ready in {ws.root}")
+    echo(f"next: cd {directory} && scaffold proto create {ws.org}.{ws.product}.resources-books-v1")
+
+
+@proto_app.command("create")
+def proto_create(
+    name: Annotated[str, typer.Argument(help="ORG.PRODUCT.KIND-NAME-VERSION, e.g. xmpl.br.resources-books-v1")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing proto.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Write an AIP-style proto skeleton (KIND: resources or services)."""
+    from generator import proto
+
+    ws = _workspace()
+    _target, outcomes = proto.create(ws, name, force=force, dry_run=dry_run)
+    _report(outcomes, ws.root)
+    if not dry_run:
+        echo(f"next: scaffold proto gen {name}")
+
+
+@proto_app.command("gen")
+def proto_gen(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    all_protos: Annotated[bool, typer.Option("--all", help="Every proto in the workspace.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Generate Python stubs (_pb2, _pb2_grpc, .pyi) and a descriptor set."""
+    from generator import proto
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include, all_protos)
+    _report(proto.gen(ws, source, dry_run=dry_run), ws.root)
+
+
+@proto_app.command("lint")
+def proto_lint(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    all_protos: Annotated[bool, typer.Option("--all", help="Every proto in the workspace.")] = False,
+) -> None:
+    """Check the AIP rules generation relies on; print file:line: rule: message."""
+    from generator import lint, proto
+    from generator.errors import LintFailed
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include, all_protos)
+    findings = lint.run(source)
+    for f in findings:
+        echo(str(f))
+    if findings:
+        raise LintFailed(f"{len(findings)} problem(s) found")
+    echo(f"ok: {', '.join(source.files)}")
+
+
+def main() -> None:
+    """Entry point: run the app; turn typed errors into a message and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ScaffoldError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        if exc.hint:
+            typer.echo(f"  hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("stopped by user", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except __import__("click").ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except __import__("click").exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        typer.secho(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,179 @@
+"""Library behind ``scaffold proto …``: create skeletons, generate stubs, load the view model."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator import names, protoc
+from generator.errors import ConflictError, UsageError
+from generator.workspace import Workspace
+from generator.writer import FileOwner, Outcome, Plan, write
+
+
+def _camel(word: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\-]", word) if p)
+
+
+def singularize(plural: str) -> str:
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
+        if plural.endswith(suffix) and len(plural) > len(suffix):
+            return plural[: -len(suffix)] + repl
+    if plural.endswith("s") and not plural.endswith("ss") and len(plural) > 1:
+        return plural[:-1]
+    return plural
+
+
+def pluralize(singular: str) -> str:
+    if re.search(r"[^aeiou]y$", singular):
+        return singular[:-1] + "ies"
+    if re.search(r"(s|x|ch|sh)$", singular):
+        return singular + "es"
+    return singular + "s"
+
+
+@dataclass(frozen=True)
+class _ResourceNames:
+    singular: str
+    plural: str
+    type_name: str
+    plural_type: str
+    service: str
+    resource_type: str
+
+    @property
+    def singular_words(self) -> str:
+        return self.singular
+
+    @property
+    def plural_words(self) -> str:
+        return self.plural
+
+
+def resource_names(n: names.NeuronName) -> _ResourceNames:
+    singular = singularize(n.name)
+    plural = n.name if singular != n.name else pluralize(n.name)
+    if singular == plural:  # e.g. "news": keep the collection id apart from the singular
+        plural = pluralize(singular)
+    return _ResourceNames(
+        singular=singular,
+        plural=plural,
+        type_name=_camel(singular),
+        plural_type=_camel(plural),
+        service=f"{_camel(plural)}Service",
+        resource_type=f"{n.name}.{n.product}.{n.org}/{_camel(singular)}",
+    )
+
+
+def create(ws: Workspace, name: str, *, force: bool = False, dry_run: bool = False) -> tuple[Path, list[Outcome]]:
+    """Write the AIP-style skeleton for ``name``; refuse to overwrite an existing proto."""
+    from generator.render import render
+
+    n = names.parse(name)
+    if (n.org, n.product) != (ws.org, ws.product):
+        raise UsageError(
+            f"{name!r} belongs to {n.org}.{n.product}, but this workspace is {ws.org}.{ws.product} "
+            f"({ws.root / 'scaffold.toml'})",
+            hint=f"use a name starting with {ws.org}.{ws.product}. (e.g. {ws.org}.{ws.product}.{n.kind}-{n.name}-{n.version})",
+        )
+    rel = f"proto/{n.proto_path}"
+    target = ws.root / rel
+    if target.exists() and not force:
+        raise ConflictError(f"{target} already exists", hint="pass --force to overwrite it")
+    if n.kind == "resources":
+        text = render("proto/resources.proto.j2", n=n, r=resource_names(n))
+    else:
+        text = render(
+            "proto/services.proto.j2",
+            n=n,
+            s={"service": f"{_camel(n.name)}Service", "words": n.name},
+        )
+    plan = Plan()
+    plan.add(rel, text, FileOwner.USER, force=force)
+    return target, write(ws.root, plan, dry_run=dry_run)
+
+
+def resolve(
+    ws: Workspace,
+    name: str | None,
+    proto_files: list[Path] | None = None,
+    includes: list[Path] | None = None,
+    all_protos: bool = False,
+) -> protoc.Source:
+    """Turn NAME, ``--proto FILE -I DIR`` or ``--all`` into the files protoc compiles."""
+    given = sum(bool(x) for x in (name, proto_files, all_protos))
+    if given != 1:
+        raise UsageError(
+            "say which proto: a NAME (e.g. xmpl.br.resources-books-v1), --proto FILE, or --all"
+        )
+    if proto_files:
+        return protoc.source_for(list(proto_files), list(includes or []), (ws.proto_root,) if ws.proto_root.is_dir() else ())
+    if all_protos:
+        found = sorted(p for p in ws.proto_root.rglob("*.proto")) if ws.proto_root.is_dir() else []
+        if not found:
+            raise UsageError(
+                f"no .proto files under {ws.proto_root}",
+                hint="create one with `scaffold proto create ORG.PRODUCT.KIND-NAME-VERSION`",
+            )
+        return protoc.source_for(found, list(includes or []), (ws.proto_root,))
+    n = names.parse(name)
+    path = ws.proto_root / n.proto_path
+    if not path.is_file():
+        raise UsageError(
+            f"no proto for {name} at {path}",
+            hint=f"create it with `scaffold proto create {name}`, or pass --proto FILE",
+        )
+    return protoc.source_for([path], list(includes or []), (ws.proto_root,))
+
+
+def descriptor_path(ws: Workspace, virtual: str) -> Path:
+    return ws.descriptor_root / (virtual[: -len(".proto")] + ".binpb")
+
+
+def _local_closure(source: protoc.Source, data: bytes) -> tuple[str, ...]:
+    """Targets plus every import that no installed package ships stubs for."""
+    from generator.schema import parse_set
+
+    fds = parse_set(data)
+    return tuple(fd.name for fd in fds.file if not protoc.is_bundled(fd.name, source.includes))
+
+
+def gen(ws: Workspace, source: protoc.Source, *, dry_run: bool = False) -> list[Outcome]:
+    """Generate stubs for the sources (and their local imports) plus a descriptor set."""
+    data = protoc.descriptor_set(source)
+    files = _local_closure(source, data)
+    plan = Plan()
+    with tempfile.TemporaryDirectory(prefix="scaffold-gen-") as tmp:
+        out = Path(tmp)
+        protoc.compile_protos(source, python_out=out, files=files)
+        folders: set[Path] = set()
+        for path in sorted(out.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(out)
+                plan.add(f"protobuf/python/{rel.as_posix()}", path.read_bytes(), FileOwner.GENERATED)
+                folders.update(p for p in rel.parents if p != Path("."))
+        for folder in sorted(folders):
+            if folder.parts[0] in _namespace_owned():
+                continue
+            plan.add(f"protobuf/python/{folder.as_posix()}/__init__.py", "", FileOwner.GENERATED)
+    for target in source.files:
+        single = protoc.Source((target,), source.includes)
+        rel = descriptor_path(ws, target).relative_to(ws.root).as_posix()
+        plan.add(rel, data if len(source.files) == 1 else protoc.descriptor_set(single), FileOwner.GENERATED)
+    return write(ws.root, plan, dry_run=dry_run)
+
+
+def _namespace_owned() -> frozenset[str]:
+    """Top-level package names installed packages share as namespaces; never shadow them."""
+    return frozenset({"google", "grpc", "grpc_tools"})
+
+
+def load_api(source: protoc.Source):
+    """Compile in memory and build the frozen view model for the source files."""
+    from generator import schema
+
+    return schema.build(protoc.descriptor_set(source), source.files)
+
+

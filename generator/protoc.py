@@ -1,0 +1,172 @@
+"""Run protoc (grpcio-tools, in-process) for stubs and a descriptor set.
+
+protoc's own messages (``file:line:col: message``) are captured from file descriptor 2 and
+raised as :class:`ProtoError`, with paths as the user typed them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.errors import ProtoError, ToolError, UsageError
+
+_LOCK = threading.Lock()  # protoc in-process is not re-entrant; fd 2 is process-wide
+
+
+@functools.cache
+def bundled_includes() -> tuple[Path, ...]:
+    """Include roots shipped by packages: protobuf's well-known types and googleapis protos."""
+    import importlib.util
+
+    roots: list[Path] = []
+    spec = importlib.util.find_spec("grpc_tools")
+    if spec is None or not spec.origin:
+        raise ToolError(
+            "grpcio-tools is not installed", hint="pip install grpcio-tools (scaffold depends on it)"
+        )
+    roots.append(Path(spec.origin).parent / "_proto")
+    api = importlib.util.find_spec("google.api")
+    if api is None or not api.submodule_search_locations:
+        raise ToolError(
+            "googleapis-common-protos is not installed (google/api/*.proto are missing)",
+            hint="pip install googleapis-common-protos",
+        )
+    for loc in api.submodule_search_locations:
+        if (Path(loc) / "annotations.proto").is_file():
+            roots.append(Path(loc).parent.parent)
+            break
+    return tuple(roots)
+
+
+def is_bundled(virtual_name: str, includes: tuple[Path, ...]) -> bool:
+    """True when ``virtual_name`` resolves inside a package's include root (stubs ship there)."""
+    bundled = bundled_includes()
+    for inc in includes:
+        if (inc / virtual_name).is_file():
+            return inc in bundled
+    return False
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which proto files to compile, as protoc sees them (virtual names under include roots)."""
+
+    files: tuple[str, ...]
+    includes: tuple[Path, ...]  # user roots first, then bundled ones
+
+    def locate(self, virtual_name: str) -> Path | None:
+        for inc in self.includes:
+            if (inc / virtual_name).is_file():
+                return inc / virtual_name
+        return None
+
+
+def source_for(
+    files: list[Path], user_includes: list[Path], extra_roots: tuple[Path, ...] = ()
+) -> Source:
+    """Map real proto paths onto protoc's virtual names, checking each path exists."""
+    includes: list[Path] = []
+    for inc in [*extra_roots, *user_includes]:
+        inc = inc.resolve()
+        if not inc.is_dir():
+            raise UsageError(f"include folder {inc} does not exist", hint="check the -I option")
+        if inc not in includes:
+            includes.append(inc)
+    virtual: list[str] = []
+    for f in files:
+        path = f.resolve()
+        if not path.is_file():
+            raise UsageError(f"proto file {f} does not exist")
+        if path.suffix != ".proto":
+            raise UsageError(f"{f} is not a .proto file")
+        for inc in includes:
+            if path.is_relative_to(inc):
+                virtual.append(path.relative_to(inc).as_posix())
+                break
+        else:
+            includes.append(path.parent)
+            virtual.append(path.name)
+    return Source(tuple(virtual), tuple(includes) + bundled_includes())
+
+
+def _run(args: list[str], cwd: Path | None = None) -> tuple[int, str]:
+    from grpc_tools import protoc
+
+    with _LOCK, tempfile.TemporaryFile(mode="w+b") as err:
+        saved = os.dup(2)
+        old_cwd = os.getcwd()
+        try:
+            os.dup2(err.fileno(), 2)
+            if cwd is not None:
+                os.chdir(cwd)
+            code = protoc.main(["protoc", *args])
+        finally:
+            os.chdir(old_cwd)
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace")
+    return code, text
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the current folder when it is below it, else absolute."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _explain(text: str, source: Source) -> str:
+    """Rewrite protoc's virtual names to real paths; keep its file:line:col format."""
+    lines = []
+    for line in text.strip().splitlines():
+        name, sep, rest = line.partition(":")
+        real = source.locate(name) if sep else None
+        if real is not None:
+            line = f"{display_path(real)}:{rest}"
+        lines.append(line)
+    return "\n".join(lines) or "protoc failed without a message"
+
+
+def _hint(text: str) -> str | None:
+    if "File not found" in text or "was not found or had errors" in text:
+        return (
+            "an imported proto was not found: add the folder that contains it with -I DIR "
+            "(google/api, google/type, google/rpc and google/protobuf are built in)"
+        )
+    return None
+
+
+def compile_protos(
+    source: Source,
+    *,
+    python_out: Path | None = None,
+    descriptor_out: Path | None = None,
+    files: tuple[str, ...] | None = None,
+) -> None:
+    """Run protoc; write stubs (``_pb2``, ``_pb2_grpc``, ``.pyi``) and/or a descriptor set."""
+    args = [f"-I{inc}" for inc in source.includes]
+    if python_out is not None:
+        python_out.mkdir(parents=True, exist_ok=True)
+        args += [f"--python_out={python_out}", f"--pyi_out={python_out}", f"--grpc_python_out={python_out}"]
+    if descriptor_out is not None:
+        descriptor_out.parent.mkdir(parents=True, exist_ok=True)
+        args += [f"--descriptor_set_out={descriptor_out}", "--include_imports", "--include_source_info"]
+    code, text = _run([*args, *(files or source.files)])
+    if code != 0:
+        raise ProtoError(_explain(text, source), hint=_hint(text))
+
+
+def descriptor_set(source: Source) -> bytes:
+    """Compile to a FileDescriptorSet (imports and source info included) and return its bytes."""
+    with tempfile.TemporaryDirectory(prefix="scaffold-") as tmp:
+        out = Path(tmp) / "set.binpb"
+        compile_protos(source, descriptor_out=out)
+        return out.read_bytes()

@@ -1,0 +1,196 @@
+"""Ownership-aware, all-or-nothing file writer.
+
+Every planned file is either GENERATED (rewritten freely, carries a "do not edit" header) or
+USER-owned (written once; afterwards only replaced with content the caller derived from the
+user's own file, e.g. a stub merged into their servicer). Each file is reported as
+create / identical / update / skip.
+
+Writes are transactional per root folder: changed files are first staged under
+``.scaffold-txn/`` and fsynced, then a ``COMMIT`` manifest is written, then each file is moved
+into place with ``os.replace``. A run killed before ``COMMIT`` leaves the old tree (the stage is
+discarded next time); a run killed after it is finished by the next run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from generator.errors import ConflictError, UsageError
+
+TXN_DIR = ".scaffold-txn"
+
+
+class FileOwner(enum.Enum):
+    GENERATED = "generated"
+    USER = "user"
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    IDENTICAL = "identical"
+    UPDATE = "update"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    content: str | bytes
+    owner: FileOwner
+    replace: bool = False
+    """For USER files: the caller derived ``content`` from the existing file, so replace it."""
+    executable: bool = False
+    private: bool = False
+
+
+@dataclass
+class Plan:
+    files: list[PlannedFile] = field(default_factory=list)
+
+    def add(
+        self,
+        path: str,
+        content: str | bytes,
+        owner: FileOwner,
+        *,
+        force: bool = False,
+        executable: bool = False,
+        private: bool = False,
+    ) -> None:
+        safe = _safe_relpath(path)
+        if any(f.path == safe for f in self.files):
+            raise UsageError(f"two outputs want the same path {safe!r}")
+        self.files.append(PlannedFile(safe, content, owner, force, executable, private))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    action: Action
+    owner: FileOwner
+    diff: str = ""
+    reason: str = ""
+
+
+def _safe_relpath(path: str) -> str:
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or not p.parts or "\x00" in path:
+        raise UsageError(f"refusing to write outside the target folder: {path!r}")
+    return p.as_posix()
+
+
+def decide(root: Path, plan: Plan) -> list[Outcome]:
+    """What writing ``plan`` under ``root`` would do, file by file, without writing."""
+    outcomes = []
+    for f in plan.files:
+        target = root / f.path
+        if not target.exists():
+            outcomes.append(Outcome(f.path, Action.CREATE, f.owner))
+            continue
+        if target.is_dir():
+            raise ConflictError(f"{target} is a folder; expected a file there")
+        new = f.content.encode("utf-8") if isinstance(f.content, str) else f.content
+        old = target.read_bytes()
+        if old == new:
+            outcomes.append(Outcome(f.path, Action.IDENTICAL, f.owner))
+        elif f.owner is FileOwner.GENERATED or f.replace:
+            diff = ""
+            if isinstance(f.content, str):
+                diff = "".join(
+                    difflib.unified_diff(
+                        old.decode("utf-8", "replace").splitlines(keepends=True),
+                        f.content.splitlines(keepends=True),
+                        fromfile=f"a/{f.path}",
+                        tofile=f"b/{f.path}",
+                    )
+                )
+            outcomes.append(Outcome(f.path, Action.UPDATE, f.owner, diff))
+        else:
+            outcomes.append(Outcome(f.path, Action.SKIP, f.owner, reason="user-owned, kept as is"))
+    return outcomes
+
+
+def recover(root: Path) -> None:
+    """Finish a committed transaction left by a killed run, or drop an uncommitted one."""
+    txn = root / TXN_DIR
+    if not txn.is_dir():
+        return
+    manifest = txn / "COMMIT"
+    if manifest.is_file():
+        _apply(root, txn, json.loads(manifest.read_text(encoding="utf-8")))
+    shutil.rmtree(txn, ignore_errors=True)
+
+
+def _apply(root: Path, txn: Path, entries: list[dict]) -> None:
+    for entry in entries:
+        staged = txn / "files" / entry["path"]
+        target = root / entry["path"]
+        if staged.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+
+
+def _fsync_write(path: Path, content: str | bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write(root: Path, plan: Plan, *, dry_run: bool = False) -> list[Outcome]:
+    """Apply ``plan`` under ``root`` all-or-nothing; return what happened to each file."""
+    root = root.resolve()
+    if root.exists():
+        recover(root)
+    outcomes = decide(root, plan)
+    if dry_run:
+        return outcomes
+    by_path = {f.path: f for f in plan.files}
+    changed = [o for o in outcomes if o.action in (Action.CREATE, Action.UPDATE)]
+    if not changed:
+        return outcomes
+    fresh = not root.exists()
+    # A new root is built beside its final place and renamed in one step.
+    stage_root = root.parent / f".{root.name}.scaffold-new" if fresh else root / TXN_DIR
+    if stage_root.exists():
+        shutil.rmtree(stage_root)
+    files_dir = stage_root if fresh else stage_root / "files"
+    try:
+        for o in changed:
+            f = by_path[o.path]
+            mode = 0o600 if f.private else (0o755 if f.executable else 0o644)
+            _fsync_write(files_dir / f.path, f.content, mode)
+            if not f.private:
+                os.chmod(files_dir / f.path, mode)  # umask-independent, like git checkout
+        if fresh:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage_root, root)
+            return outcomes
+        entries = [{"path": o.path} for o in changed]
+        _fsync_write(stage_root / "COMMIT", json.dumps(entries), 0o644)
+    except BaseException:
+        shutil.rmtree(stage_root, ignore_errors=True)
+        raise
+    _apply(root, stage_root, entries)
+    shutil.rmtree(stage_root, ignore_errors=True)
+    return outcomes
+
+
+def report(outcomes: list[Outcome], base: Path, echo, *, show_diff: bool = False) -> None:
+    """Print one line per file: ``create  path`` etc."""
+    for o in outcomes:
+        note = f"  ({o.reason})" if o.reason else ""
+        from generator.protoc import display_path
+
+        echo(f"{o.action.value:>9}  {display_path(base / o.path)}{note}")
+        if show_diff and o.diff:
+            echo(o.diff.rstrip("\n"))
