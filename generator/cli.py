@@ -58,15 +58,22 @@ def _report(outcomes, base: Path, show_diff: bool = False) -> None:
     report(outcomes, base, echo, show_diff=show_diff)
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from generator import __version__
 
         echo(f"scaffold {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """Turn a gRPC API design into a service ready for Google Cloud Run."""
 
 
 @app.command()
@@ -139,28 +146,29 @@ def proto_lint(
     echo(f"ok: {', '.join(source.files)}")
 
 
-def main() -> None:
-    """Entry point: run the app; turn typed errors into a message and an exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the app on ``argv``; turn typed errors into one message and an exit code."""
     try:
-        app(standalone_mode=False)
+        result = app(args=argv, prog_name="scaffold", standalone_mode=False)
     except ScaffoldError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         if exc.hint:
             typer.echo(f"  hint: {exc.hint}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("stopped by user", err=True)
-        sys.exit(130)
+        return 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except __import__("click").ClickException as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # bad usage: typer prints it with the usage line
         exc.show()
-        sys.exit(exc.exit_code)
-    except __import__("click").exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        typer.secho(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        return exc.exit_code
+    except OSError as exc:  # e.g. a read-only folder or a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.secho(f"error: {exc.strerror or exc}{where}", fg=typer.colors.RED, err=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,77 @@
+"""Shared fixtures: a CLI runner, workspaces, and the googleapis proto corpus."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from generator import cli
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, what: str) -> None:
+    """Skip when a real dependency is missing; under CI a missing dependency fails the test."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing under CI: .ci/run must install it")
+    pytest.skip(f"{what} is not available (run the README's test command to install it)")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def scaffold(capsys, monkeypatch):
+    """Run ``scaffold ARGS`` in-process from folder ``cwd``; return code, stdout, stderr."""
+
+    def invoke(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = cli.run(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def workspace(tmp_path, scaffold):
+    """An initialised xmpl/br workspace; the current folder is its root."""
+    root = tmp_path / "ws"
+    result = scaffold("init", str(root), "--org", "xmpl", "--product", "br", cwd=tmp_path)
+    assert result.code == 0, result.output
+    os.chdir(root)
+    return root
+
+
+def corpus_root() -> Path | None:
+    """npm google-proto-files: every googleapis proto (installed by the test command)."""
+    env = os.environ.get("SCAFFOLD_PROTO_CORPUS")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO / ".cache" / "node_modules" / "google-proto-files")
+    for c in candidates:
+        if (c / "google" / "example" / "library" / "v1" / "library.proto").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    root = corpus_root()
+    need(root is not None, "npm package google-proto-files (the googleapis corpus)")
+    return root
