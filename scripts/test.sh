@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run the whole suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k proto).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+# Real-world protos for the corpus tests: every googleapis proto, from npm.
+if [ ! -f .cache/node_modules/google-proto-files/google/example/library/v1/library.proto ]; then
+  mkdir -p .cache
+  npm install --silent --no-audit --no-fund --prefix .cache google-proto-files@6.0.1 >/dev/null
+fi
+
+# The Firestore emulator ships with the Google Cloud CLI and needs Java.
+emulator=/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator
+if [ ! -x "$emulator" ] && command -v gcloud >/dev/null; then
+  gcloud components install cloud-firestore-emulator --quiet || true
+fi
+if ! command -v java >/dev/null && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless) || true
+fi
+
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+  echo "pytest collected no tests: that is a broken suite, not a pass" >&2
+  exit 1
+fi
+exit "$code"
