@@ -146,6 +146,50 @@ def proto_lint(
     echo(f"ok: {', '.join(source.files)}")
 
 
+OutOpt = Annotated[
+    Optional[str],
+    typer.Option("--out", help="Folder name under neurons/ (default: KIND-NAME-VERSION).", show_default=False),
+]
+
+
+@neuron_app.command("create")
+def neuron_create(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    out: OutOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Render neurons/KIND-NAME-VERSION/: server, methods, tests, Dockerfile, stubs."""
+    from generator import neuron, proto
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include)
+    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run)
+    _report(outcomes, root)
+    if not dry_run:
+        echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
+
+
+@neuron_app.command("update")
+def neuron_update(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    out: OutOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs."""
+    from generator import neuron, proto
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include)
+    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=True)
+    _report(outcomes, root, show_diff=dry_run)
+    for note in neuron.last_notes():
+        echo(f"   note  {note}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app on ``argv``; turn typed errors into one message and an exit code."""
     try:

@@ -30,6 +30,11 @@ def snake(name: str) -> str:
 
 
 def pyrepr(value: object) -> str:
+    """A Python literal; strings in double quotes, as ruff format would write them."""
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
     return repr(value)
 
 
