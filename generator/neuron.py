@@ -208,9 +208,8 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
     if name:
         n = names.parse(name)
         return n.neuron_dir, n.full
-    stem = Path(source.files[0]).with_suffix("").as_posix()
-    parts = [p for p in stem.replace("_", "-").split("/") if p]
-    dirname = "-".join(parts[-3:]).lower()
+    parts = [p for p in Path(source.files[0]).parent.as_posix().replace("_", "-").split("/") if p]
+    dirname = "-".join(parts[-3:]).lower() or Path(source.files[0]).stem.replace("_", "-").lower()
     return dirname, source.files[0]
 
 
