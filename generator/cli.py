@@ -190,6 +190,32 @@ def neuron_update(
         echo(f"   note  {note}")
 
 
+@neuron_app.command("run")
+def neuron_run(
+    name: NameArg = None,
+    out: OutOpt = None,
+    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1).")] = 8080,
+) -> None:
+    """Run a neuron locally; starts the Firestore emulator beside it when none is configured."""
+    from generator import neuron
+
+    root = neuron.locate(_workspace(), name, out)
+    raise typer.Exit(neuron.run(root, port))
+
+
+@neuron_app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def neuron_test(
+    ctx: typer.Context,
+    name: NameArg = None,
+    out: OutOpt = None,
+) -> None:
+    """Run a neuron's own tests (extra arguments go to pytest)."""
+    from generator import neuron
+
+    root = neuron.locate(_workspace(), name, out)
+    raise typer.Exit(neuron.test(root, list(ctx.args)))
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app on ``argv``; turn typed errors into one message and an exit code."""
     try:
