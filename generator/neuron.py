@@ -36,6 +36,27 @@ class Import:
 
 
 @dataclass(frozen=True)
+class ImportLine:
+    """``from package import a, b`` (or ``import package`` when ``names`` is empty)."""
+
+    package: str
+    names: tuple[str, ...] = ()
+
+
+def import_block(imports, extra: tuple[ImportLine, ...] = ()) -> tuple[ImportLine, ...]:
+    """Third-party ``from`` imports grouped and ordered the way ruff's isort wants them."""
+    plain: dict[str, set[str]] = {line.package: set(line.names) for line in extra}
+    aliased: list[ImportLine] = []
+    for imp in imports:
+        if imp.alias == imp.name:
+            plain.setdefault(imp.package, set()).add(imp.name)
+        else:
+            aliased.append(ImportLine(imp.package, (f"{imp.name} as {imp.alias}",)))
+    lines = [ImportLine(pkg, tuple(sorted(ns))) for pkg, ns in plain.items()] + aliased
+    return tuple(sorted(lines, key=lambda line: (line.package.lower(), line.names)))
+
+
+@dataclass(frozen=True)
 class Store:
     """A Firestore-backed resource collection a servicer owns."""
 
@@ -70,6 +91,11 @@ class NeuronService:
     grpc_module: str  # alias of the _pb2_grpc module
     methods: tuple[NeuronMethod, ...]
     stores: tuple[Store, ...]
+    test_imports: tuple[ImportLine, ...] = ()  # what its test module needs
+
+    @property
+    def streaming(self) -> bool:
+        return any(m.method.kind != "unary_unary" for m in self.methods)
 
     @property
     def test_module(self) -> str:
@@ -86,6 +112,8 @@ class Neuron:
     protos: tuple[str, ...]  # virtual proto names this neuron serves
     services: tuple[NeuronService, ...]
     imports: tuple[Import, ...]
+    method_imports: tuple[ImportLine, ...]  # methods.py's stub imports
+    grpc_imports: tuple[ImportLine, ...]  # server.py's
     uses_firestore: bool
     requirements: tuple[tuple[str, str], ...]
     python_image: str
@@ -175,15 +203,25 @@ def build(api: schema.Api, dirname: str, title: str) -> Neuron:
             text = text.replace(f"\0{module}\0", a)
         return text
 
+    imports = tuple(Import(m, alias[m]) for m in modules)
+
+    def used(texts) -> tuple[ImportLine, ...]:
+        return import_block(i for i in imports if any(t.startswith(i.alias + ".") for t in texts))
+
     services = []
+    method_refs: list[str] = []
     for svc, grpc_module, methods, stores in raw_services:
         final = {k: Store(**{**s.__dict__, "message": fix(s.message)}) for k, s in stores.items()}
+        nm = tuple(NeuronMethod(m, fix(req), fix(resp), final.get(k) if k else None) for m, req, resp, k in methods)
+        g = alias[grpc_module]
+        method_refs += [g + ".", *(x.request for x in nm), *(x.response for x in nm), *(s.message for s in final.values())]
         services.append(
             NeuronService(
                 service=svc,
-                grpc_module=alias[grpc_module],
-                methods=tuple(NeuronMethod(m, fix(req), fix(resp), final.get(k) if k else None) for m, req, resp, k in methods),
+                grpc_module=g,
+                methods=nm,
                 stores=tuple(final.values()),
+                test_imports=used([g + ".", *(x.request for x in nm), *(s.message for s in final.values())]),
             )
         )
     uses_firestore = any(s.stores for s in services)
@@ -192,7 +230,15 @@ def build(api: schema.Api, dirname: str, title: str) -> Neuron:
         title=title,
         protos=tuple(f.name for f in api.files),
         services=tuple(services),
-        imports=tuple(Import(m, alias[m]) for m in modules),
+        imports=imports,
+        method_imports=used(method_refs),
+        grpc_imports=import_block(
+            (i for i in imports if i.name.endswith("_pb2_grpc")),
+            (
+                ImportLine("grpc_health.v1", ("health", "health_pb2", "health_pb2_grpc")),
+                ImportLine("grpc_reflection.v1alpha", ("reflection",)),
+            ),
+        ),
         uses_firestore=uses_firestore,
         requirements=tuple(pins.requirements(uses_firestore)),
         python_image=pins.PYTHON_IMAGE,
@@ -230,7 +276,7 @@ def plan(ws: Workspace, source: protoc.Source, neuron: Neuron, api: schema.Api) 
 
     p = Plan()
     ctx = {"neuron": neuron}
-    p.add("server.py", render("neuron/server.py.j2", **ctx), FileOwner.GENERATED, executable=True)
+    p.add("server.py", render("neuron/server.py.j2", **ctx), FileOwner.GENERATED)
     p.add("methods.py", render("neuron/methods.py.j2", **ctx), FileOwner.USER)
     for f in RUNTIME_FILES:
         p.add(f"runtime/{f}", render(f"neuron/runtime/{f}"), FileOwner.GENERATED)
@@ -238,6 +284,7 @@ def plan(ws: Workspace, source: protoc.Source, neuron: Neuron, api: schema.Api) 
     p.add("Dockerfile", render("neuron/Dockerfile.j2", **ctx), FileOwner.GENERATED)
     p.add(".dockerignore", render("neuron/dockerignore.j2", **ctx), FileOwner.GENERATED)
     p.add("pytest.ini", render("neuron/pytest.ini.j2", **ctx), FileOwner.GENERATED)
+    p.add("ruff.toml", render("neuron/ruff.toml.j2", **ctx), FileOwner.GENERATED)
     p.add("tests/conftest.py", render("neuron/tests/conftest.py.j2", **ctx), FileOwner.USER)
     for svc in neuron.services:
         p.add(f"tests/{svc.test_module}.py", render("neuron/tests/test_service.py.j2", svc=svc, **ctx), FileOwner.USER)

@@ -47,7 +47,7 @@ def _encode_scalar(fd, value):
 def _encode_message(msg):
     name = msg.DESCRIPTOR.full_name
     if name == _TIMESTAMP:
-        return msg.ToDatetime(tzinfo=datetime.timezone.utc)
+        return msg.ToDatetime(tzinfo=datetime.UTC)
     if name in _WRAPPERS:
         return _encode_scalar(msg.DESCRIPTOR.fields_by_name["value"], msg.value)
     return to_document(msg)
@@ -118,7 +118,7 @@ def _decode_into(target, data) -> None:
 def _timestamp(value: datetime.datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
+        value = value.replace(tzinfo=datetime.UTC)
     ts.FromDatetime(value)
     nanos = getattr(value, "nanosecond", None)  # Firestore's DatetimeWithNanoseconds
     if nanos:

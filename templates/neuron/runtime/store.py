@@ -83,7 +83,7 @@ class ResourceStore:
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
     def _now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc)
+        return datetime.datetime.now(datetime.UTC)
 
     def _stamp(self, msg, *, created: bool) -> None:
         now = self._now()

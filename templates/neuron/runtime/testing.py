@@ -120,9 +120,10 @@ def _sample_value(fd, seed: int):
 
 def sample(cls, seed: int = 1, *, depth: int = 0):
     """A ``cls`` with every REQUIRED field (recursively) set to a recognisable value."""
+    from google.api import field_behavior_pb2
+
     from runtime.aip import behaviors
     from runtime.codec import is_repeated
-    from google.api import field_behavior_pb2
 
     msg = cls()
     for fd in cls.DESCRIPTOR.fields:
