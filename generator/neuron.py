@@ -384,11 +384,19 @@ def run(root: Path, port: int) -> int:
     check_runtime(sys.executable)
     env = _env(root)
     env["PORT"] = str(port)
+    import signal
+
     proc = subprocess.Popen([sys.executable, "-m", "runtime.dev"], cwd=root, env=env)
+
+    def forward(signum, _frame):  # the server drains on either; the emulator stops after it
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test(root: Path, pytest_args: list[str]) -> int:
