@@ -259,19 +259,26 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
     return dirname, source.files[0]
 
 
-def _stubs(source: protoc.Source, api: schema.Api) -> dict[str, bytes]:
-    """Stubs for the neuron's protos and local imports, as neuron-relative paths."""
-    local = tuple(f for f in api.all_files if not protoc.is_bundled(f, source.includes))
+def compile_all(source: protoc.Source) -> tuple[schema.Api, dict[str, bytes]]:
+    """One protoc run: the view model, and stubs for the protos and their local imports.
+
+    protoc is asked for every file the sources reach that no installed package ships stubs
+    for; the descriptor set it writes alongside feeds the view model.
+    """
+    local = protoc.local_closure(source)
     out: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="scaffold-neuron-") as tmp:
-        protoc.compile_protos(source, python_out=Path(tmp), files=local)
-        for path in sorted(Path(tmp).rglob("*")):
+        stubs = Path(tmp) / "stubs"
+        descriptor = Path(tmp) / "set.binpb"
+        protoc.compile_protos(source, python_out=stubs, descriptor_out=descriptor, files=local)
+        for path in sorted(stubs.rglob("*")):
             if path.is_file():
-                out[f"protobuf/{path.relative_to(tmp).as_posix()}"] = path.read_bytes()
-    return out
+                out[f"protobuf/{path.relative_to(stubs).as_posix()}"] = path.read_bytes()
+        api = schema.build(descriptor.read_bytes(), source.files)
+    return api, out
 
 
-def plan(ws: Workspace, source: protoc.Source, neuron: Neuron, api: schema.Api) -> Plan:
+def plan(neuron: Neuron, stubs: dict[str, bytes]) -> Plan:
     from generator.render import render
 
     p = Plan()
@@ -288,7 +295,6 @@ def plan(ws: Workspace, source: protoc.Source, neuron: Neuron, api: schema.Api) 
     p.add("tests/conftest.py", render("neuron/tests/conftest.py.j2", **ctx), FileOwner.USER)
     for svc in neuron.services:
         p.add(f"tests/{svc.test_module}.py", render("neuron/tests/test_service.py.j2", svc=svc, **ctx), FileOwner.USER)
-    stubs = _stubs(source, api)
     folders: set[str] = set()
     for rel, data in stubs.items():
         p.add(rel, data, FileOwner.GENERATED)
@@ -311,7 +317,6 @@ def create(
     update: bool = False,
 ) -> tuple[Path, list[Outcome]]:
     """Render ``neurons/<dir>/``. ``update`` allows an existing folder (see :func:`update`)."""
-    api = schema.build(protoc.descriptor_set(source), source.files)
     dirname, title = neuron_dir_for(ws, name, source, out)
     root = ws.neurons_root / dirname
     if root.exists() and not update:
@@ -321,8 +326,9 @@ def create(
         )
     if update and not root.exists():
         raise UsageError(f"{root} does not exist", hint="create it first with `scaffold neuron create`")
+    api, stubs = compile_all(source)
     model = build(api, dirname, title)
-    p = plan(ws, source, model, api)
+    p = plan(model, stubs)
     if update:
         from generator import merge
 

@@ -6,7 +6,9 @@ runtime that grpcio-tools generates for, so generated code and runtime always ma
 
 from __future__ import annotations
 
-from importlib import metadata
+import re
+import sys
+from pathlib import Path
 
 PYTHON_IMAGE = "python:3.11-slim"
 # Used when the package is not installed next to scaffold (only its [runtime] extra has it).
@@ -16,10 +18,20 @@ FALLBACK = {
 
 
 def _installed(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+    """The installed version, from the ``NAME-VERSION.dist-info`` folder on sys.path.
+
+    (``importlib.metadata`` would cost ~20 ms of imports on every ``neuron create``.)
+    """
+    wanted = re.sub(r"[-_.]+", "_", dist).lower()
+    for entry in sys.path:
+        folder = Path(entry or ".")
+        if not folder.is_dir():
+            continue
+        for info in folder.glob("*.dist-info"):
+            name, _, version = info.name[: -len(".dist-info")].partition("-")
+            if re.sub(r"[-_.]+", "_", name).lower() == wanted:
+                return version
+    return None
 
 
 def requirements(uses_firestore: bool) -> list[tuple[str, str]]:

@@ -132,22 +132,15 @@ def descriptor_path(ws: Workspace, virtual: str) -> Path:
     return ws.descriptor_root / (virtual[: -len(".proto")] + ".binpb")
 
 
-def _local_closure(source: protoc.Source, data: bytes) -> tuple[str, ...]:
-    """Targets plus every import that no installed package ships stubs for."""
-    from generator.schema import parse_set
-
-    fds = parse_set(data)
-    return tuple(fd.name for fd in fds.file if not protoc.is_bundled(fd.name, source.includes))
-
-
 def gen(ws: Workspace, source: protoc.Source, *, dry_run: bool = False) -> list[Outcome]:
     """Generate stubs for the sources (and their local imports) plus a descriptor set."""
-    data = protoc.descriptor_set(source)
-    files = _local_closure(source, data)
+    files = protoc.local_closure(source)
     plan = Plan()
     with tempfile.TemporaryDirectory(prefix="scaffold-gen-") as tmp:
-        out = Path(tmp)
-        protoc.compile_protos(source, python_out=out, files=files)
+        out = Path(tmp) / "stubs"
+        full = Path(tmp) / "set.binpb"
+        protoc.compile_protos(source, python_out=out, descriptor_out=full, files=files)
+        data = full.read_bytes()
         folders: set[Path] = set()
         for path in sorted(out.rglob("*")):
             if path.is_file():
@@ -161,7 +154,8 @@ def gen(ws: Workspace, source: protoc.Source, *, dry_run: bool = False) -> list[
     for target in source.files:
         single = protoc.Source((target,), source.includes)
         rel = descriptor_path(ws, target).relative_to(ws.root).as_posix()
-        plan.add(rel, data if len(source.files) == 1 else protoc.descriptor_set(single), FileOwner.GENERATED)
+        same = len(source.files) == 1 and files == source.files
+        plan.add(rel, data if same else protoc.descriptor_set(single), FileOwner.GENERATED)
     return write(ws.root, plan, dry_run=dry_run)
 
 

@@ -170,3 +170,29 @@ def descriptor_set(source: Source) -> bytes:
         out = Path(tmp) / "set.binpb"
         compile_protos(source, descriptor_out=out)
         return out.read_bytes()
+
+
+def local_closure(source: Source) -> tuple[str, ...]:
+    """The source files plus every import they reach that no installed package ships stubs for.
+
+    Found by reading import lines (cheap); protoc itself still checks every file.
+    """
+    import re
+
+    pattern = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)
+    seen: list[str] = []
+    todo = list(source.files)
+    while todo:
+        name = todo.pop(0)
+        if name in seen or is_bundled(name, source.includes):
+            continue
+        path = source.locate(name)
+        if path is None:
+            continue  # protoc reports it, at the import line that names it
+        seen.append(name)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        todo.extend(pattern.findall(text))
+    return tuple(seen)

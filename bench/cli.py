@@ -1,0 +1,92 @@
+"""Start-up and generation timings: median of N runs of each command, printed as a table.
+
+    .venv/bin/python bench/cli.py [--runs 9]
+
+Compares `scaffold --help` with a two-command typer app, and `scaffold proto gen` with plain
+`python -m grpc_tools.protoc` on the same proto. Timings only; no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+SCAFFOLD = str(Path(PY).parent / "scaffold")
+TYPER_APP = '''
+import typer
+app = typer.Typer()
+@app.command()
+def one(name: str = "x"):
+    """First."""
+@app.command()
+def two(name: str = "x"):
+    """Second."""
+app()
+'''
+
+
+def timed(cmd, cwd, runs, setup=None) -> float:
+    samples = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=9)
+    runs = parser.parse_args().runs
+    tmp = Path(tempfile.mkdtemp(prefix="scaffold-bench-"))
+    try:
+        (tmp / "typer_app.py").write_text(TYPER_APP)
+        subprocess.run([SCAFFOLD, "init", "ws", "--org", "xmpl", "--product", "br"], cwd=tmp, check=True, capture_output=True)
+        ws = tmp / "ws"
+        name = "xmpl.br.resources-books-v1"
+        proto = ws / "proto/xmpl/br/resources/books/v1/books.proto"
+
+        def drop_proto():
+            proto.unlink(missing_ok=True)
+
+        def drop_neuron():
+            shutil.rmtree(ws / "neurons", ignore_errors=True)
+
+        rows = []
+        typer_ms = timed([PY, "typer_app.py", "--help"], tmp, runs)
+        help_ms = timed([SCAFFOLD, "--help"], tmp, runs)
+        rows.append(("typer app with two commands --help", typer_ms, ""))
+        rows.append(("scaffold --help", help_ms, f"{help_ms / typer_ms:.2f}x the typer app"))
+        rows.append(("scaffold proto create", timed([SCAFFOLD, "proto", "create", name], ws, runs, drop_proto), ""))
+        import grpc_tools
+        import google.api
+
+        includes = [f"-I{ws / 'proto'}", f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
+                    f"-I{Path(google.api.__path__[0]).parent.parent}"]
+        out = tmp / "plain"
+        out.mkdir()
+        plain = timed([PY, "-m", "grpc_tools.protoc", *includes, f"--python_out={out}", f"--pyi_out={out}",
+                       f"--grpc_python_out={out}", str(proto)], tmp, runs)
+        gen = timed([SCAFFOLD, "proto", "gen", name], ws, runs)
+        rows.append(("python -m grpc_tools.protoc (same proto)", plain, ""))
+        rows.append(("scaffold proto gen (+ descriptor set)", gen, f"{gen / plain:.2f}x plain protoc"))
+        rows.append(("scaffold neuron create (stubs included)", timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron), ""))
+        print(f"median of {runs} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+        for label, ms, note in rows:
+            print(f"{label:<45} {ms:8.1f} ms  {note}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
