@@ -80,7 +80,24 @@ def main() -> None:
         gen = timed([SCAFFOLD, "proto", "gen", name], ws, runs)
         rows.append(("python -m grpc_tools.protoc (same proto)", plain, ""))
         rows.append(("scaffold proto gen (+ descriptor set)", gen, f"{gen / plain:.2f}x plain protoc"))
-        rows.append(("scaffold neuron create (stubs included)", timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron), ""))
+        create_ms = timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron)
+        cookie = Path(PY).parent / "cookiecutter"
+        if cookie.exists():  # pip install cookiecutter to compare
+            tpl = tmp / "cc"
+            (tpl / "{{cookiecutter.name}}").mkdir(parents=True)
+            (tpl / "cookiecutter.json").write_text('{"name": "demo"}')
+            for i in range(8):
+                (tpl / "{{cookiecutter.name}}" / f"file{i}.txt").write_text(f"static file {i}\n")
+            cc_out = tmp / "cc-out"
+
+            def drop_cc():
+                shutil.rmtree(cc_out, ignore_errors=True)
+
+            cc_ms = timed([str(cookie), "--no-input", "-o", str(cc_out), str(tpl)], tmp, runs, drop_cc)
+            rows.append(("cookiecutter, eight static files", cc_ms, ""))
+            rows.append(("scaffold neuron create (stubs included)", create_ms, f"{create_ms / cc_ms:.2f}x cookiecutter"))
+        else:
+            rows.append(("scaffold neuron create (stubs included)", create_ms, "(cookiecutter not installed)"))
         print(f"median of {runs} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
         for label, ms, note in rows:
             print(f"{label:<45} {ms:8.1f} ms  {note}")
