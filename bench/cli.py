@@ -68,8 +68,8 @@ def main() -> None:
         rows.append(("typer app with two commands --help", typer_ms, ""))
         rows.append(("scaffold --help", help_ms, f"{help_ms / typer_ms:.2f}x the typer app"))
         rows.append(("scaffold proto create", timed([SCAFFOLD, "proto", "create", name], ws, runs, drop_proto), ""))
-        import grpc_tools
         import google.api
+        import grpc_tools
 
         includes = [f"-I{ws / 'proto'}", f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
                     f"-I{Path(google.api.__path__[0]).parent.parent}"]

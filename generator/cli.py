@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,15 +28,15 @@ app.add_typer(proto_app, name="proto")
 app.add_typer(neuron_app, name="neuron")
 
 NameArg = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(help="ORG.PRODUCT.KIND-NAME-VERSION, e.g. xmpl.br.resources-books-v1", show_default=False),
 ]
 ProtoOpt = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Option("--proto", help="An existing .proto file to use instead of NAME (repeatable).", show_default=False),
 ]
 IncludeOpt = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Option("-I", "--include", help="A folder protoc searches for imports (repeatable).", show_default=False),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
@@ -147,7 +147,7 @@ def proto_lint(
 
 
 OutOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--out", help="Folder name under neurons/ (default: KIND-NAME-VERSION).", show_default=False),
 ]
 

@@ -151,7 +151,6 @@ def _merge_tests(path: Path, svc, neuron) -> tuple[str, list[str]]:
             added.append(test_name)
     if not added:
         return module.code, []
-    import libcst as cst
 
     module = _add_imports(module, neuron, _aliases_in(methods_src, neuron))
     return module.code.rstrip("\n") + "\n" + methods_src.rstrip("\n") + "\n", added

@@ -181,8 +181,8 @@ def build(api: schema.Api, dirname: str, title: str) -> Neuron:
                                 required_field=_first(resource_msg.fields, lambda x: x.required and not x.output_only),
                                 text_field=_first(
                                     resource_msg.fields,
-                                    lambda x: x.type == "string" and not x.repeated and not x.output_only
-                                    and x.name != r.name_field and not x.oneof and not x.immutable,
+                                    lambda x, name_field=r.name_field: x.type == "string" and not x.repeated
+                                    and not x.output_only and x.name != name_field and not x.oneof and not x.immutable,
                                 ),
                                 timestamps=tuple(
                                     x.name for x in resource_msg.fields
@@ -361,7 +361,7 @@ def check_runtime(python: str) -> None:
     import subprocess
 
     probe = "import grpc, grpc_health.v1, grpc_reflection.v1alpha, google.protobuf"
-    r = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    r = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         from generator.errors import ToolError
 

@@ -179,7 +179,7 @@ def local_closure(source: Source) -> tuple[str, ...]:
     """
     import re
 
-    pattern = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)
+    pattern = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
     seen: list[str] = []
     todo = list(source.files)
     while todo:

@@ -8,9 +8,9 @@ resources and messages. Everything is a frozen dataclass; templates get nothing 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 # Field types by FieldDescriptorProto.Type number.
 _TYPES = {
@@ -36,7 +36,7 @@ class Field:
     type_name: str = ""  # full name of a message or enum type, without the leading dot
     repeated: bool = False
     map_key: str = ""  # key type when this is a map field; value is in ``map_value``
-    map_value: "Field | None" = None
+    map_value: Field | None = None
     behaviors: tuple[str, ...] = ()
     oneof: str = ""  # the real (not synthetic) oneof this field belongs to
     proto3_optional: bool = False
@@ -154,7 +154,7 @@ class HttpRule:
     path: str
     body: str = ""
     response_body: str = ""
-    additional: tuple["HttpRule", ...] = ()
+    additional: tuple[HttpRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ class Api:
 
 
 def python_module(virtual_name: str, suffix: str = "_pb2") -> str:
-    stem = virtual_name[: -len(".proto")] if virtual_name.endswith(".proto") else virtual_name
+    stem = virtual_name.removesuffix(".proto")
     return stem.replace("-", "_").replace("/", ".") + suffix
 
 
@@ -305,7 +305,6 @@ class _Builder:
 
     # -- types ----------------------------------------------------------------------------
     def collect(self) -> None:
-        pending_maps: list = []
         for fd in self.fds.file:
             module = python_module(fd.name)
             comments = _comments(fd)
@@ -417,9 +416,9 @@ class _Builder:
         if verb is None:
             return None
         noun = name[len(verb):]
-        if verb == "get" and resp.resource and noun == resp.name:
-            if req.field("name") and req.field("name").type == "string":
-                return StandardMethod("get", resp.resource)
+        name_field = req.field("name")
+        if verb == "get" and resp.resource and noun == resp.name and name_field and name_field.type == "string":
+            return StandardMethod("get", resp.resource)
         if verb == "list":
             items = [
                 f for f in resp.fields

@@ -84,9 +84,8 @@ def init(
             f"{target} already exists", hint="pass --force to overwrite it"
         )
     ws = Workspace(directory, org, product, gcp_project, region)
-    from generator.writer import FileOwner, Plan, write
-
     from generator.render import static_text
+    from generator.writer import FileOwner, Plan, write
 
     plan = Plan()
     plan.add(FILENAME, _render(ws), FileOwner.USER, force=force)

@@ -97,7 +97,7 @@ def emulator():
         yield emu
 
 
-def run_neuron_tests(root: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+def run_neuron_tests(root: Path, *args: str):
     """A generated neuron's own test suite, run the way a user runs it (pytest in its folder)."""
     import subprocess
     import sys

@@ -117,8 +117,8 @@ def test_proto_gen_writes_importable_stubs_and_descriptor_set(workspace, scaffol
     for pkg in ("xmpl", "xmpl/br", "xmpl/br/resources", "xmpl/br/resources/books"):
         assert (workspace / "protobuf/python" / pkg / "__init__.py").is_file()
     probe = subprocess.run(
-        [sys.executable, "-c", "from xmpl.br.resources.books.v1 import books_pb2_grpc, books_pb2;"
-         "print(books_pb2.Book(display_name='x').display_name, books_pb2_grpc.BooksServiceStub.__name__)"],
+        [sys.executable, "-c", ("from xmpl.br.resources.books.v1 import books_pb2_grpc, books_pb2;"
+                                "print(books_pb2.Book(display_name='x').display_name, books_pb2_grpc.BooksServiceStub.__name__)")],
         env={**os.environ, "PYTHONPATH": "protobuf/python"}, capture_output=True, text=True, cwd=workspace,
     )
     assert probe.returncode == 0, probe.stderr

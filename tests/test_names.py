@@ -36,3 +36,16 @@ def test_bad_names_say_the_pattern_with_an_example(bad, says):
         names.parse(bad)
     assert says in err.value.message
     assert "xmpl.br.resources-books-v1" in err.value.message
+
+
+def test_repository_passes_ruff():
+    """Our own code passes the linter CI would run (generated neurons have their own test)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = Path(sys.executable).parent / "ruff"
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([str(ruff), "check", "--no-cache", "generator", "tests", "bench"], cwd=repo,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -85,20 +85,38 @@ def test_generated_services_neuron_passes_its_own_tests(translator):
     r = run_neuron_tests(translator)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "1 passed" in r.stdout
+    assert_reflection_lists(translator, {}, ["xmpl.br.services.translator.v1.TranslatorService"])
 
 
-@pytest.mark.parametrize("path", [
-    "google/example/library/v1/library.proto",
-    "google/pubsub/v1/pubsub.proto",
-    "google/cloud/secretmanager/v1/service.proto",
+def assert_reflection_lists(root: Path, env: dict[str, str], services: list[str]) -> None:
+    """Start the neuron as Cloud Run would (python server.py, $PORT) and list it with grpcurl."""
+    proc, port = start_server(root, env)
+    try:
+        listed = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == sorted(
+        ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", *services])
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("path, services", [
+    ("google/example/library/v1/library.proto", ["google.example.library.v1.LibraryService"]),
+    ("google/pubsub/v1/pubsub.proto", ["google.pubsub.v1.Publisher", "google.pubsub.v1.Subscriber"]),
+    ("google/cloud/secretmanager/v1/service.proto", ["google.cloud.secretmanager.v1.SecretManagerService"]),
 ])
-def test_googleapis_neurons_pass_their_own_tests(workspace, scaffold, corpus, emulator, path):
+def test_googleapis_neurons_pass_their_own_tests(workspace, scaffold, corpus, emulator, path, services):
     r = scaffold("neuron", "create", "--proto", str(corpus / path), "-I", str(corpus))
     assert r.code == 0, r.output
     (root,) = (workspace / "neurons").iterdir()
     result = run_neuron_tests(root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "failed" not in result.stdout and "skipped" not in result.stdout
+    db = {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"}
+    assert_reflection_lists(root, db, services)
 
 
 def test_generated_python_passes_ruff(workspace, scaffold, corpus):
