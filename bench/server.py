@@ -56,6 +56,34 @@ def main():
 main()
 '''
 
+HAND_WRITTEN_AIO = '''
+import asyncio, os, signal, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "protobuf"))
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
+
+class Echo(translator_pb2_grpc.TranslatorServiceServicer):
+    async def Echo(self, request, context):
+        return translator_pb2.EchoResponse(text=request.text)
+
+async def main():
+    server = grpc.aio.server()
+    translator_pb2_grpc.add_TranslatorServiceServicer_to_server(Echo(), server)
+    h = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(h, server)
+    server.add_insecure_port("127.0.0.1:" + os.environ["PORT"])
+    await server.start()
+    await h.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+asyncio.run(main())
+'''
+
 CLIENT = '''
 import asyncio, sys, time, json
 sys.path.insert(0, sys.argv[1])
@@ -142,11 +170,11 @@ def stop(proc) -> None:
         proc.kill()
 
 
-def measure(label, generated_cmd, hand_cmd, cwd_gen, cwd_hand, env, client, stubs, args) -> None:
+def measure(label, generated_cmd, hand_cmd, cwd_gen, cwd_hand, env, client, stubs, args, names=("generated", "hand-written")) -> None:
     for cores, server_cpus, client_cpus in (("1 core", "0", "1"), ("2 cores", None, None)):
-        figures = {"generated": [], "hand-written": []}
+        figures = {names[0]: [], names[1]: []}
         for _ in range(args.runs):
-            for name, cmd, cwd in (("hand-written", hand_cmd, cwd_hand), ("generated", generated_cmd, cwd_gen)):
+            for name, cmd, cwd in ((names[1], hand_cmd, cwd_hand), (names[0], generated_cmd, cwd_gen)):
                 proc, port, ready, rss = start(cmd, cwd, env, server_cpus)
                 try:
                     result = load(client, stubs, port, args.seconds, args.concurrency, client_cpus)
@@ -154,10 +182,22 @@ def measure(label, generated_cmd, hand_cmd, cwd_gen, cwd_hand, env, client, stub
                     stop(proc)
                 figures[name].append((result["cps"], result["p99_ms"], ready, rss))
         med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in figures.items()}
-        g, h = med["generated"], med["hand-written"]
-        print(f"{label}, {cores}: calls/s generated {g[0]:.0f} vs hand-written {h[0]:.0f} ({g[0] / h[0]:.2f}x); "
+        g, h = med[names[0]], med[names[1]]
+        print(f"{label}, {cores}: calls/s {names[0]} {g[0]:.0f} vs {names[1]} {h[0]:.0f} ({g[0] / h[0]:.2f}x); "
               f"p99 {g[1]:.2f} vs {h[1]:.2f} ms ({g[1] / h[1]:.2f}x); SERVING after {g[2]:.0f} vs {h[2]:.0f} ms "
               f"({g[2] / h[2]:.2f}x); idle RSS {g[3] / 1024:.1f} vs {h[3] / 1024:.1f} MB ({g[3] / h[3]:.2f}x)")
+
+
+def startup(root: Path, env, runs: int = 15) -> None:
+    """Start to SERVING alone, alternating the two servers (3 load runs give a noisy median)."""
+    res: dict[str, list[float]] = {"generated": [], "hand-written": []}
+    for _ in range(runs):
+        for name, cmd in (("hand-written", [PY, "hand.py"]), ("generated", [PY, "server.py"])):
+            proc, _port, ready, _rss = start(cmd, root, env, "0")
+            stop(proc)
+            res[name].append(ready)
+    g, h = statistics.median(res["generated"]), statistics.median(res["hand-written"])
+    print(f"Start to SERVING, 1 core, median of {runs}: generated {g:.0f} ms vs hand-written {h:.0f} ms ({g / h:.2f}x)")
 
 
 def main() -> None:
@@ -196,6 +236,10 @@ def main() -> None:
             call="lambda: translator_pb2_grpc.TranslatorServiceStub(ch).Echo(translator_pb2.EchoRequest(text='hi'))",
         ))
         measure("Echo (no database)", [PY, "server.py"], [PY, "hand.py"], echo, echo, env, client, echo / "protobuf", args)
+        startup(echo, env)
+        (echo / "hand_aio.py").write_text(HAND_WRITTEN_AIO)
+        measure("Echo, sync vs asyncio hand-written", [PY, "hand.py"], [PY, "hand_aio.py"], echo, echo, env, client,
+                echo / "protobuf", args, names=("sync", "aio"))
         if args.skip_books:
             return
         # -- Books Get on the emulator ------------------------------------------------------
