@@ -166,6 +166,7 @@ def neuron_create(
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run)
+    _report(neuron.shared_changes(), ws.root)
     _report(outcomes, root)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
@@ -185,9 +186,30 @@ def neuron_update(
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=True)
+    _report(neuron.shared_changes(), ws.root, show_diff=dry_run)
     _report(outcomes, root, show_diff=dry_run)
     for note in neuron.last_notes():
         echo(f"   note  {note}")
+
+
+@neuron_app.command("deploy")
+def neuron_deploy(
+    name: NameArg = None,
+    out: OutOpt = None,
+    project: Annotated[str | None, typer.Option(help="Google Cloud project (default: scaffold.toml).")] = None,
+    region: Annotated[str | None, typer.Option(help="Region (default: scaffold.toml).")] = None,
+    tag: Annotated[str | None, typer.Option(help="Image tag (default: UTC time).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands and variables; run nothing.")] = False,
+) -> None:
+    """Build the image with Cloud Build, then terraform init and apply with its digest."""
+    from generator import deploy, neuron
+
+    ws = _workspace()
+    root = neuron.locate(ws, name, out)
+    plan = deploy.make_plan(ws, root, project, region, tag)
+    deploy.describe(plan, echo)
+    if not dry_run:
+        deploy.run(plan, echo)
 
 
 @neuron_app.command("run")

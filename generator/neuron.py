@@ -292,6 +292,8 @@ def plan(neuron: Neuron, stubs: dict[str, bytes]) -> Plan:
     p.add(".dockerignore", render("neuron/dockerignore.j2", **ctx), FileOwner.GENERATED)
     p.add("pytest.ini", render("neuron/pytest.ini.j2", **ctx), FileOwner.GENERATED)
     p.add("ruff.toml", render("neuron/ruff.toml.j2", **ctx), FileOwner.GENERATED)
+    for tf in ("main.tf", "variables.tf", "cloudrun.tf", "outputs.tf"):
+        p.add(f"terraform/{tf}", render(f"neuron/terraform/{tf}.j2", **ctx), FileOwner.GENERATED)
     p.add("tests/conftest.py", render("neuron/tests/conftest.py.j2", **ctx), FileOwner.USER)
     for svc in neuron.services:
         p.add(f"tests/{svc.test_module}.py", render("neuron/tests/test_service.py.j2", svc=svc, **ctx), FileOwner.USER)
@@ -333,7 +335,24 @@ def create(
         from generator import merge
 
         p = merge.merge_user_files(root, p, model)
-    return root, write(root, p, dry_run=dry_run)
+    # The neuron's Terraform calls the workspace's shared module: keep it present and current.
+    from generator.workspace import add_terraform
+
+    shared = Plan()
+    add_terraform(shared)
+    shared_outcomes = write(ws.root, shared, dry_run=dry_run)
+    outcomes = write(root, p, dry_run=dry_run)
+    _SHARED.clear()
+    _SHARED.extend(o for o in shared_outcomes if o.action.value in ("create", "update"))
+    return root, outcomes
+
+
+_SHARED: list[Outcome] = []
+
+
+def shared_changes() -> list[Outcome]:
+    """Workspace files (the shared Terraform module) the last create/update wrote."""
+    return list(_SHARED)
 
 
 def last_notes() -> list[str]:

@@ -22,6 +22,13 @@ def template_root() -> Path:
     return root
 
 
+def terraform_files() -> dict[str, str]:
+    """The shared Terraform (module and product config), by path under ``terraform/``."""
+    pkg = Path(__file__).parent / "terraform"
+    root = pkg if pkg.is_dir() else Path(__file__).parent.parent / "terraform"
+    return {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.tf"))}
+
+
 def snake(name: str) -> str:
     """``GetBookRequest`` -> ``get_book_request``."""
     s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)

@@ -91,8 +91,19 @@ def init(
     plan.add(FILENAME, _render(ws), FileOwner.USER, force=force)
     plan.add("proto/buf.yaml", static_text("workspace/buf.yaml"), FileOwner.USER)
     plan.add(".gitignore", static_text("workspace/gitignore"), FileOwner.USER)
+    add_terraform(plan)
     write(directory, plan)
     return ws
+
+
+def add_terraform(plan) -> None:
+    """The shared module is generated (rewritten freely); the product config is the user's."""
+    from generator.render import terraform_files
+    from generator.writer import FileOwner
+
+    for rel, text in terraform_files().items():
+        owner = FileOwner.GENERATED if rel.startswith("modules/") else FileOwner.USER
+        plan.add(f"terraform/{rel}", text, owner)
 
 
 def load(path: Path) -> Workspace:

@@ -13,6 +13,12 @@ if [ ! -f .cache/node_modules/google-proto-files/google/example/library/v1/libra
   npm install --silent --no-audit --no-fund --prefix .cache google-proto-files@6.0.1 >/dev/null
 fi
 
+# checkov (Terraform and Dockerfile policy scan) has many dependencies: its own environment.
+if [ ! -x .cache/checkov-venv/bin/checkov ]; then
+  python3 -m venv .cache/checkov-venv
+  .cache/checkov-venv/bin/python -m pip install --quiet --disable-pip-version-check checkov
+fi
+
 # The Firestore emulator ships with the Google Cloud CLI and needs Java.
 emulator=/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator
 if [ ! -x "$emulator" ] && command -v gcloud >/dev/null; then
