@@ -353,3 +353,30 @@ def test_neuron_run_serves_until_interrupted(books, workspace, emulator):
     assert "Firestore emulator: 127.0.0.1:" in out and f"gRPC server: 127.0.0.1:{port}" in out
     assert proc.returncode == 0, out
     assert '"message": "stopped"' in out
+
+
+def test_max_lifetime_stops_the_server_and_stats_are_logged(translator):
+    import json
+
+    import grpc
+
+    proc, port = start_server(translator, {"SERVER_MAX_LIFETIME": "2", "STATS_LOG_SECONDS": "0.5"})
+    started = time.monotonic()
+    sys.path.insert(0, str(translator / "protobuf"))
+    try:
+        from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
+    finally:
+        sys.path.pop(0)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = translator_pb2_grpc.TranslatorServiceStub(ch)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError):
+                stub.Echo(translator_pb2.EchoRequest(text="x"), timeout=5)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 12
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(e["message"] == "stopping: maximum lifetime of 2 s reached" for e in events)
+    stats = [e for e in events if e.get("logger") == "grpc.stats"]
+    assert any(e["grpc.method"].endswith("/Echo") and e["grpc.code"] == "UNIMPLEMENTED" and e["count"] == 3 for e in stats)
+    assert events[-1]["message"] == "stopped"

@@ -1,4 +1,4 @@
-"""Per-call logging: method, status code and latency.
+"""Per-call logging and statistics: method, status code and latency.
 
 By default only failed calls (any code but OK) and slow calls (over ``LOG_SLOW_MS``, 1000 ms)
 are logged, so the per-call cost stays a few attribute reads; ``LOG_EVERY_CALL=true`` logs
@@ -16,6 +16,7 @@ import time
 import grpc
 
 from runtime.logs import TRACE_KEY, trace_from_metadata
+from runtime.stats import RpcStats
 
 log = logging.getLogger("grpc.call")
 _OK = grpc.StatusCode.OK
@@ -28,7 +29,8 @@ def _env_bool(name: str) -> bool:
 class CallLogInterceptor(grpc.ServerInterceptor):
     """Wraps each method's handler once; the per-call work is a timer and a code check."""
 
-    def __init__(self, every_call: bool | None = None, slow_ms: float | None = None) -> None:
+    def __init__(self, every_call: bool | None = None, slow_ms: float | None = None, stats: RpcStats | None = None) -> None:
+        self.stats = stats
         self.every_call = _env_bool("LOG_EVERY_CALL") if every_call is None else every_call
         self.slow = (float(os.environ.get("LOG_SLOW_MS", "1000")) if slow_ms is None else slow_ms) / 1000
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
@@ -54,6 +56,8 @@ class CallLogInterceptor(grpc.ServerInterceptor):
         if error is not None and code in (None, _OK):
             code = grpc.StatusCode.UNKNOWN
         code = code or _OK
+        if self.stats is not None:
+            self.stats.record(method, code.name, elapsed)
         if code is _OK and not self.every_call and elapsed < self.slow:
             return
         fields = {"grpc.method": method, "grpc.code": code.name, "latency_ms": round(elapsed * 1000, 3)}

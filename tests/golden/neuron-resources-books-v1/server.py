@@ -6,8 +6,12 @@ Your code lives in methods.py; this file only wires it up:
 - registers xmpl.br.resources.books.v1.BooksService, the gRPC health service and server reflection
 - logs one JSON line per event (Cloud Logging format); per call: failures and slow calls,
   or every call with LOG_EVERY_CALL=true
-- on SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused, calls in flight finish
-  within SHUTDOWN_GRACE_SECONDS (default 8, inside Cloud Run's 10 s), then exit 0
+- on SIGTERM/SIGINT, a servicer's deps.request_shutdown() (e.g. a Shutdown RPC) or after
+  SERVER_MAX_LIFETIME seconds (0, the default, means never): health turns NOT_SERVING, new
+  calls are refused, calls in flight finish within SHUTDOWN_GRACE_SECONDS (default 8, inside
+  Cloud Run's 10 s), then exit 0
+- RPC statistics per method and status code (deps.stats); logged every STATS_LOG_SECONDS
+  when set
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import methods
 from runtime import logs
 from runtime.deps import Deps
 from runtime.interceptor import CallLogInterceptor
+from runtime.stats import RpcStats
 
 log = logging.getLogger("server")
 
@@ -44,15 +49,19 @@ class Neuron:
 
     def __init__(self, host: str = "[::]", port: int = 8080, max_workers: int | None = None) -> None:
         workers = max_workers or int(os.environ.get("GRPC_MAX_WORKERS", "16"))
+        self.stop_requested = threading.Event()
+        self.stopped = threading.Event()
+        self.stats = RpcStats()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            interceptors=[CallLogInterceptor()],
+            interceptors=[CallLogInterceptor(stats=self.stats)],
             options=[
                 ("grpc.max_receive_message_length", int(os.environ.get("GRPC_MAX_RECEIVE_BYTES", "4194304"))),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        deps = Deps()
+        deps = Deps(self.stop_requested, self.stats)
+        self.deps = deps
         books_pb2_grpc.add_BooksServiceServicer_to_server(methods.BooksService(deps), self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -62,35 +71,52 @@ class Neuron:
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {host}:{port}")
-        self.stopped = threading.Event()
+        self._drain_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self, grace: float | None = None) -> None:
+        """Serve; a stop request (signal, Shutdown RPC, lifetime) later drains in the background."""
         self.server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening on port %d", self.port, extra={"fields": {"port": self.port}})
+        grace = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "8")) if grace is None else grace
+
+        def watch() -> None:
+            self.stop_requested.wait()
+            self.drain(grace)
+
+        threading.Thread(target=watch, name="drain-watch", daemon=True).start()
+        lifetime = float(os.environ.get("SERVER_MAX_LIFETIME", "0") or 0)
+        if lifetime > 0:
+            timer = threading.Timer(lifetime, self.deps.request_shutdown, args=(f"maximum lifetime of {lifetime:g} s reached",))
+            timer.daemon = True
+            timer.start()
+        every = float(os.environ.get("STATS_LOG_SECONDS", "0") or 0)
+        if every > 0:
+            self.stats.log_every(every, self.stop_requested)
 
     def drain(self, grace: float = 8.0) -> None:
         """Turn health NOT_SERVING, refuse new calls, let calls in flight finish, stop."""
-        if self.stopped.is_set():
-            return
-        self.health.enter_graceful_shutdown()
-        log.info("draining: up to %.1f s for calls in flight", grace)
-        self.server.stop(grace).wait()
-        self.stopped.set()
-        log.info("stopped")
+        with self._drain_lock:
+            if self.stopped.is_set():
+                return
+            self.stop_requested.set()
+            self.health.enter_graceful_shutdown()
+            log.info("draining: up to %.1f s for calls in flight", grace)
+            self.server.stop(grace).wait()
+            self.stopped.set()
+            log.info("stopped")
 
 
 def main() -> int:
     logs.setup()
     port = int(os.environ.get("PORT", "8080"))
     neuron = Neuron(os.environ.get("HOST", "[::]"), port)
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
+        signal.signal(sig, lambda signum, frame: neuron.deps.request_shutdown(signal.Signals(signum).name))
     neuron.start()
-    stop.wait()
-    neuron.drain(float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "8")))
+    while not neuron.stopped.wait(1.0):  # a timed wait keeps signal handlers responsive
+        pass
     return 0
 
 

@@ -105,19 +105,29 @@ class ResourceStore:
             return self._from_doc(snap)
 
     # -- AIP-132 List ---------------------------------------------------------------------
-    def list(self, context, page_size: int = 0, page_token: str = "", parent: str = ""):
-        """Return ``(resources, next_page_token)``; the token is empty on the last page."""
+    def list(self, context, page_size: int = 0, page_token: str = "", parent: str = "", where=()):
+        """Return ``(resources, next_page_token)``; the token is empty on the last page.
+
+        ``where``: ``(field, op, value)`` filters (Firestore operators such as ``"=="``), e.g.
+        parsed from an AIP-160 ``filter``; a page token only works with the same filters.
+        """
         with self._errors(context, parent):
             size = aip.page_size(page_size)
             path = self._collection_path(parent)
             collection = self.client.collection(path)
-            query = collection.order_by("__name__")
+            query = collection
+            for field, op, value in where:
+                from google.cloud.firestore_v1.base_query import FieldFilter
+
+                query = query.where(filter=FieldFilter(field, op, value))
+            query = query.order_by("__name__")
+            scope = path if not where else f"{path}?{sorted((f, o, repr(v)) for f, o, v in where)}"
             if page_token:
-                after = aip.decode_page_token(page_token, path)
+                after = aip.decode_page_token(page_token, scope)
                 query = query.start_after({"__name__": collection.document(after)})
             snaps = list(query.limit(size + 1).stream())
             items = [self._from_doc(s) for s in snaps[:size]]
-            token = aip.encode_page_token(snaps[size - 1].id, path) if len(snaps) > size else ""
+            token = aip.encode_page_token(snaps[size - 1].id, scope) if len(snaps) > size else ""
             return items, token
 
     # -- AIP-133 Create -------------------------------------------------------------------
