@@ -131,5 +131,12 @@ def run(source: protoc.Source) -> list[Finding]:
             linter.resource(r)
     for svc in api.services:
         for m in svc.methods:
+            before = len(linter.findings)
             linter.method(svc, m)
+            disabled = set(_DISABLE.findall(m.comment))
+            linter.findings[before:] = [f for f in linter.findings[before:] if f.rule not in disabled]
     return sorted(set(linter.findings))
+
+
+# In a method's leading comment: `scaffold-lint: disable=aip-13x-standard-get` (several allowed).
+_DISABLE = re.compile(r"scaffold-lint:\s*disable=([a-z0-9-]+)")

@@ -16,6 +16,7 @@ from generator.errors import ConflictError
 from generator.writer import FileOwner, Plan, PlannedFile
 
 _NOTES: list[str] = []
+_NEW_STUBS: set[str] = set()  # "Service.Method" stubs the current run added to methods.py
 
 
 def _parse(path: Path):
@@ -104,6 +105,7 @@ def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
             new_classes.append(body)
             new_text += body
             added.append(f"class {name} (new service)")
+            _NEW_STUBS.update(f"{name}.{m.method.name}" for m in svc.methods if m.store is None)
             continue
         existing = _methods_of(classes[name])
         class_src = module.code_for_node(classes[name])
@@ -117,6 +119,8 @@ def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
             snippet = cst.parse_module("class _New:\n" + text)
             additions.setdefault(name, []).extend(snippet.body[0].body.body)
             added.append(f"{name}.{m.method.name}")
+            if m.store is None:
+                _NEW_STUBS.add(f"{name}.{m.method.name}")
         for gone in sorted(existing - {m.method.name for m in svc.methods} - {"__init__"}):
             if not gone.startswith("_"):
                 _NOTES.append(f"{path.name}: {name}.{gone} is not an RPC of the proto any more; kept as you wrote it")
@@ -136,17 +140,18 @@ def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
     return code, added
 
 
-def _merge_tests(path: Path, svc, neuron) -> tuple[str, list[str]]:
+def _merge_tests(path: Path, svc, neuron, new_stubs: set[str]) -> tuple[str, list[str]]:
+    """Append a test for each RPC whose stub this run added to methods.py (and only those)."""
     from generator.render import environment
 
     module = _parse(path)
-    have = {n for n in _class_nodes(module)} | _functions(module)
+    have = _functions(module)
     tpl = environment().get_template("neuron/tests/_unimplemented.py.j2")
     methods_src = ""
     added = []
     for m in svc.methods:
         test_name = f"test_{_snake(m.method.name)}_is_a_stub_until_implemented"
-        if m.store is None and test_name not in have and not any(_snake(m.method.name) in h for h in have):
+        if f"{svc.service.name}.{m.method.name}" in new_stubs and test_name not in have:
             methods_src += tpl.render(m=m, neuron=neuron)
             added.append(test_name)
     if not added:
@@ -171,6 +176,7 @@ def _snake(name: str) -> str:
 def merge_user_files(root: Path, plan: Plan, neuron) -> Plan:
     """Replace planned user-owned files that exist with the user's file plus what is new."""
     _NOTES.clear()
+    _NEW_STUBS.clear()
     merged = Plan()
     tests_by_path = {f"tests/{s.test_module}.py": s for s in neuron.services}
     for f in plan.files:
@@ -181,7 +187,7 @@ def merge_user_files(root: Path, plan: Plan, neuron) -> Plan:
         if f.path == "methods.py":
             code, added = _merge_methods(target, neuron)
         elif f.path in tests_by_path:
-            code, added = _merge_tests(target, tests_by_path[f.path], neuron)
+            code, added = _merge_tests(target, tests_by_path[f.path], neuron, _NEW_STUBS)
         else:
             merged.files.append(f)
             continue

@@ -406,9 +406,6 @@ def _env(root: Path) -> dict[str, str]:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "protobuf"), *filter(None, [env.get("PYTHONPATH")])])
-    text = (root / "methods.py").read_text(encoding="utf-8")
-    uses = "ResourceStore(" in text or "deps.firestore" in text
-    env.setdefault("NEURON_USES_FIRESTORE", "1" if uses else "0")
     return env
 
 

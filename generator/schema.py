@@ -188,6 +188,11 @@ class Method:
     line: int = 0
 
     @property
+    def summary(self) -> str:
+        """The comment's first paragraph on one line, without lint directives; or the name."""
+        return _summary(self.comment) or self.name
+
+    @property
     def kind(self) -> str:
         """gRPC's cardinality name: unary_unary, unary_stream, stream_unary, stream_stream."""
         return ("stream" if self.client_streaming else "unary") + "_" + (
@@ -206,6 +211,10 @@ class Service:
     @property
     def servicer(self) -> str:
         return f"{self.name}Servicer"
+
+    @property
+    def summary(self) -> str:
+        return _summary(self.comment) or self.full_name
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,18 @@ class Api:
 
     def message(self, full_name: str) -> Message:
         return self.messages[full_name]
+
+
+_DIRECTIVE_IN_PARENS = re.compile(r"\s*\([^()]*scaffold-lint:[^()]*\)")
+_DIRECTIVE = re.compile(r"\s*scaffold-lint:\s*disable=[a-z0-9-]+")
+
+
+def _summary(comment: str) -> str:
+    """A comment's first paragraph on one line, without lint directives, safe in a docstring."""
+    first = comment.strip().split("\n\n")[0]
+    text = " ".join(line.strip() for line in first.splitlines())
+    text = _DIRECTIVE.sub("", _DIRECTIVE_IN_PARENS.sub("", text))
+    return text.replace("\\", "\\\\").replace('"""', "'''").strip()
 
 
 def python_module(virtual_name: str, suffix: str = "_pb2") -> str:

@@ -237,3 +237,14 @@ def test_proto_lint_findings_are_file_line_rule_message(workspace, scaffold):
     assert any(line.startswith(f"{BOOKS_PROTO}:") and ": aip-122-resource-pattern: " in line for line in lines), r.out
     ct_line = next(i + 1 for i, line in enumerate(text.splitlines()) if "create_time = 4" in line)
     assert f"{BOOKS_PROTO}:{ct_line}: aip-203-output-only: Book.create_time" in r.out
+
+
+def test_proto_lint_rule_can_be_disabled_per_method(workspace, scaffold):
+    scaffold("proto", "create", "xmpl.br.services-translator-v1")
+    path = workspace / "proto/xmpl/br/services/translator/v1/translator.proto"
+    text = path.read_text().replace("rpc Echo(EchoRequest) returns (EchoResponse)", "rpc GetEcho(EchoRequest) returns (EchoResponse)")
+    path.write_text(text)
+    r = scaffold("proto", "lint", "xmpl.br.services-translator-v1")
+    assert r.code == 1 and "aip-13x-standard-get: GetEcho" in r.out
+    path.write_text(text.replace("  // An example method", "  // scaffold-lint: disable=aip-13x-standard-get\n  // An example method"))
+    assert scaffold("proto", "lint", "xmpl.br.services-translator-v1").code == 0

@@ -380,3 +380,16 @@ def test_max_lifetime_stops_the_server_and_stats_are_logged(translator):
     stats = [e for e in events if e.get("logger") == "grpc.stats"]
     assert any(e["grpc.method"].endswith("/Echo") and e["grpc.code"] == "UNIMPLEMENTED" and e["count"] == 3 for e in stats)
     assert events[-1]["message"] == "stopped"
+
+
+def test_update_leaves_tests_of_implemented_rpcs_alone(translator, workspace, scaffold):
+    """Regression: update once added 'stub until implemented' tests for RPCs the user had written."""
+    tests = translator / "tests/test_translator_service.py"
+    tests.write_text("def test_mine():\n    assert True\n")
+    methods = translator / "methods.py"
+    methods.write_text(methods.read_text().replace(
+        '        # TODO: implement Echo.\n        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Echo is not implemented yet")',
+        "        return translator_pb2.EchoResponse(text=request.text)"))
+    r = scaffold("neuron", "update", TRANSLATOR)
+    assert r.code == 0, r.output
+    assert tests.read_text() == "def test_mine():\n    assert True\n"

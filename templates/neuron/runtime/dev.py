@@ -16,8 +16,9 @@ import sys
 
 def main() -> int:
     import server
+    from runtime.testing import uses_firestore
 
-    needs_db = os.environ.get("NEURON_USES_FIRESTORE", "1") == "1"
+    needs_db = uses_firestore()
     local_db = needs_db and not os.environ.get("FIRESTORE_EMULATOR_HOST") and not os.environ.get("GOOGLE_CLOUD_PROJECT")
     with contextlib.ExitStack() as stack:
         if local_db:

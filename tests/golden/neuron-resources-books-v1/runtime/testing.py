@@ -22,6 +22,13 @@ EMULATOR_PROJECT = "demo-local"
 _DEFAULT_EMULATOR = "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator"
 
 
+def uses_firestore(root: Path | None = None) -> bool:
+    """Whether this neuron's code uses Firestore (standard methods or deps.firestore)."""
+    methods = (root or Path(__file__).resolve().parent.parent) / "methods.py"
+    text = methods.read_text(encoding="utf-8") if methods.is_file() else ""
+    return "ResourceStore(" in text or "deps.firestore" in text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

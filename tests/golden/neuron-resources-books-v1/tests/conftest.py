@@ -10,7 +10,9 @@ import os
 import grpc
 import pytest
 
-from runtime.testing import EMULATOR_PROJECT, emulator_command, firestore_emulator, serve_in_process
+from runtime.testing import EMULATOR_PROJECT, emulator_command, firestore_emulator, serve_in_process, uses_firestore
+
+USES_FIRESTORE = uses_firestore()
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +31,16 @@ def emulator():
 
 @pytest.fixture(autouse=True)
 def _clean_database(request):
-    """Each test starts with an empty database."""
-    if "emulator" in request.fixturenames or "server" in request.fixturenames:
+    """Each test that talks to the server starts with an empty database."""
+    if USES_FIRESTORE and ("server" in request.fixturenames or "emulator" in request.fixturenames):
         request.getfixturevalue("emulator").wipe()
 
 
 @pytest.fixture(scope="session")
-def server(emulator):
+def server(request):
     """The server, started in this process on 127.0.0.1 and a free port."""
+    if USES_FIRESTORE:
+        request.getfixturevalue("emulator")
     with serve_in_process() as (target, _neuron):
         yield target
 

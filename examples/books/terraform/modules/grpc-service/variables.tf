@@ -1,0 +1,82 @@
+variable "project_id" {
+  description = "Google Cloud project the service runs in."
+  type        = string
+}
+
+variable "region" {
+  description = "Cloud Run region, e.g. europe-west1."
+  type        = string
+}
+
+variable "service_name" {
+  description = "Cloud Run service name (lower-case letters, digits and hyphens)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$", var.service_name))
+    error_message = "service_name must be 1-49 lower-case letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "image" {
+  description = "Container image, by digest or tag."
+  type        = string
+}
+
+variable "min_instances" {
+  description = "Instances kept warm (0 scales to zero)."
+  type        = number
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances."
+  type        = number
+}
+
+variable "concurrency" {
+  description = "Requests one instance serves at once."
+  type        = number
+}
+
+variable "cpu" {
+  description = "CPU limit per instance, e.g. \"1\"."
+  type        = string
+}
+
+variable "memory" {
+  description = "Memory limit per instance, e.g. \"512Mi\"."
+  type        = string
+}
+
+variable "timeout_seconds" {
+  description = "Request timeout in seconds."
+  type        = number
+}
+
+variable "env" {
+  description = "Plain environment variables."
+  type        = map(string)
+}
+
+variable "secret_env" {
+  description = "Environment variables read from Secret Manager: name => { secret, version }."
+  type = map(object({
+    secret  = string
+    version = string
+  }))
+}
+
+variable "allow_unauthenticated" {
+  description = "Grant roles/run.invoker to allUsers (a public service)."
+  type        = bool
+}
+
+variable "invoker_members" {
+  description = "Members granted roles/run.invoker, e.g. serviceAccount:caller@p.iam.gserviceaccount.com."
+  type        = list(string)
+}
+
+variable "deletion_protection" {
+  description = "Refuse `terraform destroy` of the service."
+  type        = bool
+  default     = true
+}

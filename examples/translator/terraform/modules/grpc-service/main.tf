@@ -1,0 +1,137 @@
+# One gRPC service on Cloud Run, as every scaffold neuron deploys it. Neuron Terraform calls
+# this module, so a fix here reaches every neuron.
+
+locals {
+  # Service account ids are 6-30 characters.
+  account_id = substr("run-${var.service_name}", 0, 30)
+  port       = 8080
+}
+
+resource "google_service_account" "service" {
+  project      = var.project_id
+  account_id   = trimsuffix(local.account_id, "-")
+  display_name = "Cloud Run service ${var.service_name}"
+}
+
+# The service's only project-level role: read and write Firestore.
+resource "google_project_iam_member" "datastore_user" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.service.email}"
+}
+
+# Each secret the service reads is granted on that secret alone.
+resource "google_secret_manager_secret_iam_member" "secret_access" {
+  for_each  = toset([for s in values(var.secret_env) : s.secret])
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.service.email}"
+}
+
+resource "google_cloud_run_v2_service" "service" {
+  name                = var.service_name
+  project             = var.project_id
+  location            = var.region
+  ingress             = "INGRESS_TRAFFIC_ALL"
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.service.email
+    timeout                          = "${var.timeout_seconds}s"
+    max_instance_request_concurrency = var.concurrency
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    containers {
+      image = var.image
+
+      # "h2c": HTTP/2 without TLS from Cloud Run's front end to the container, which gRPC
+      # (and its streaming calls) needs end to end.
+      ports {
+        name           = "h2c"
+        container_port = local.port
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
+
+      dynamic "env" {
+        for_each = var.env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = var.secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value.secret
+              version = env.value.version
+            }
+          }
+        }
+      }
+
+      # Both probes ask the gRPC health service about the whole server ("" service name),
+      # which turns SERVING once every service is registered and NOT_SERVING while draining.
+      startup_probe {
+        grpc {
+          port = local.port
+        }
+        initial_delay_seconds = 0
+        period_seconds        = 1
+        timeout_seconds       = 1
+        failure_threshold     = 30
+      }
+
+      liveness_probe {
+        grpc {
+          port = local.port
+        }
+        period_seconds    = 30
+        timeout_seconds   = 5
+        failure_threshold = 3
+      }
+    }
+  }
+
+  depends_on = [google_project_iam_member.datastore_user, google_secret_manager_secret_iam_member.secret_access]
+}
+
+resource "google_cloud_run_v2_service_iam_member" "invokers" {
+  for_each = toset(var.invoker_members)
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.service.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+# Public only when asked for: allow_unauthenticated defaults to false in every neuron.
+resource "google_cloud_run_v2_service_iam_member" "public" {
+  count    = var.allow_unauthenticated ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.service.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
