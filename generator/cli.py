@@ -238,6 +238,47 @@ def neuron_test(
     raise typer.Exit(neuron.test(root, list(ctx.args)))
 
 
+certs_app = typer.Typer(help="Local certificates for TLS and mutual TLS.", no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("create")
+def certs_create(
+    hosts: Annotated[str, typer.Option(help="Comma-separated DNS names and IPs the server answers to.")] = "localhost,127.0.0.1",
+    out: Annotated[Path, typer.Option(help="Folder for the files.")] = Path("certs"),
+    client: Annotated[bool, typer.Option("--client", help="Also make a client certificate (mutual TLS).")] = False,
+    days: Annotated[int, typer.Option(help="Validity of the server and client certificates.")] = 825,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Make a local CA and a server (and client) certificate; keys are written with mode 0600."""
+    from generator import certs
+
+    _report(certs.create(out, hosts.split(","), client=client, days=days, force=force), out)
+    echo(f"server: TLS_CERT_FILE={out}/server.pem TLS_KEY_FILE={out}/server.key"
+         + (f" TLS_CLIENT_CA_FILE={out}/ca.pem" if client else ""))
+    echo(f"client: --cacert {out}/ca.pem" + (f" (mTLS: client.pem, client.key)" if client else ""))
+
+
+@app.command("call")
+def call_cmd(
+    target: Annotated[str, typer.Argument(help="host:port of the server.")],
+    method: Annotated[str, typer.Argument(help="package.Service/Method")],
+    data: Annotated[str, typer.Argument(help="The request as JSON.")] = "{}",
+    cacert: Annotated[Path | None, typer.Option(help="CA certificate: use TLS and trust this CA.")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Client certificate (mutual TLS).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="TLS with the system's roots (e.g. Cloud Run).")] = False,
+    api_key: Annotated[str | None, typer.Option(help="Sent as x-api-key metadata.")] = None,
+    header: Annotated[list[str] | None, typer.Option("-H", "--header", help="Metadata key:value (repeatable).")] = None,
+    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 30.0,
+) -> None:
+    """Call a method through server reflection; print the JSON response or the status."""
+    from generator import call
+
+    opts = call.CallOptions(target, method, data, cacert, cert, key, tls, api_key, tuple(header or ()), timeout)
+    call.call(opts, echo)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app on ``argv``; turn typed errors into one message and an exit code."""
     try:

@@ -42,6 +42,9 @@ def requirements(uses_firestore: bool) -> list[tuple[str, str]]:
         ("grpcio-reflection", tools),
         ("protobuf", _installed("protobuf")),
         ("googleapis-common-protos", _installed("googleapis-common-protos")),
+        # AUTH_MODE=id-token verifies Google-signed tokens with google-auth over requests.
+        ("google-auth", _installed("google-auth")),
+        ("requests", _installed("requests")),
     ]
     if uses_firestore:
         pins.append(("google-cloud-firestore", _installed("google-cloud-firestore") or FALLBACK["google-cloud-firestore"]))

@@ -12,6 +12,11 @@ Your code lives in methods.py; this file only wires it up:
   Cloud Run's 10 s), then exit 0
 - RPC statistics per method and status code (deps.stats); logged every STATS_LOG_SECONDS
   when set
+- TLS when TLS_CERT_FILE and TLS_KEY_FILE are set, mutual TLS when TLS_CLIENT_CA_FILE is set
+  too; plaintext otherwise, which is right on Cloud Run, whose front end terminates TLS
+- per-call authentication with AUTH_MODE=api-key or id-token (see runtime/auth.py)
+- GRPC_COMPRESSION=gzip|deflate|none (default none), GRPC_MAX_RECEIVE_BYTES (4 MiB),
+  GRPC_MAX_CONCURRENT_RPCS (unlimited: calls beyond it get RESOURCE_EXHAUSTED)
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 from xmpl.br.services.translator.v1 import translator_pb2_grpc
 
 import methods
-from runtime import logs
+from runtime import auth, logs
 from runtime.deps import Deps
 from runtime.interceptor import CallLogInterceptor
 from runtime.stats import RpcStats
@@ -52,13 +57,20 @@ class Neuron:
         self.stop_requested = threading.Event()
         self.stopped = threading.Event()
         self.stats = RpcStats()
+        interceptors = [CallLogInterceptor(stats=self.stats)]
+        checker = auth.from_environment()
+        if checker is not None:
+            interceptors.insert(0, auth.AuthInterceptor(checker))
+        max_rpcs = int(os.environ.get("GRPC_MAX_CONCURRENT_RPCS", "0") or 0)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            interceptors=[CallLogInterceptor(stats=self.stats)],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", int(os.environ.get("GRPC_MAX_RECEIVE_BYTES", "4194304"))),
                 ("grpc.so_reuseport", 0),
             ],
+            maximum_concurrent_rpcs=max_rpcs or None,
+            compression=_compression(os.environ.get("GRPC_COMPRESSION", "none")),
         )
         deps = Deps(self.stop_requested, self.stats)
         self.deps = deps
@@ -68,7 +80,10 @@ class Neuron:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        credentials = _tls_credentials()
+        address = f"{host}:{port}"
+        self.tls = credentials is not None
+        self.port = self.server.add_secure_port(address, credentials) if credentials else self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {host}:{port}")
         self._drain_lock = threading.Lock()
@@ -78,7 +93,7 @@ class Neuron:
         self.server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("listening on port %d", self.port, extra={"fields": {"port": self.port}})
+        log.info("listening on port %d", self.port, extra={"fields": {"port": self.port, "tls": self.tls}})
         grace = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "8")) if grace is None else grace
 
         def watch() -> None:
@@ -106,6 +121,28 @@ class Neuron:
             self.server.stop(grace).wait()
             self.stopped.set()
             log.info("stopped")
+
+
+def _compression(name: str) -> grpc.Compression:
+    choices = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+    try:
+        return choices[name.strip().lower() or "none"]
+    except KeyError:
+        raise RuntimeError(f"GRPC_COMPRESSION={name!r}: use gzip, deflate or none") from None
+
+
+def _tls_credentials() -> grpc.ServerCredentials | None:
+    cert, key = os.environ.get("TLS_CERT_FILE", ""), os.environ.get("TLS_KEY_FILE", "")
+    client_ca = os.environ.get("TLS_CLIENT_CA_FILE", "")
+    if not cert and not key:
+        if client_ca:
+            raise RuntimeError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
+        return None
+    if not (cert and key):
+        raise RuntimeError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+    pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+    roots = Path(client_ca).read_bytes() if client_ca else None
+    return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=roots is not None)
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import time
 
 import grpc
 
+from runtime.auth import caller
 from runtime.logs import TRACE_KEY, trace_from_metadata
 from runtime.stats import RpcStats
 
@@ -64,7 +65,7 @@ class CallLogInterceptor(grpc.ServerInterceptor):
         trace = trace_from_metadata(context.invocation_metadata())
         if trace:
             fields[TRACE_KEY] = trace
-        identity = getattr(context, "scaffold_identity", None)
+        identity = caller()
         if identity:
             fields["caller"] = identity
         level = logging.INFO

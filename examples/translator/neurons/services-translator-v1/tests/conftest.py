@@ -10,6 +10,7 @@ import os
 import grpc
 import pytest
 
+import client
 from runtime.testing import EMULATOR_PROJECT, emulator_command, firestore_emulator, serve_in_process, uses_firestore
 
 USES_FIRESTORE = uses_firestore()
@@ -47,6 +48,8 @@ def server(request):
 
 @pytest.fixture(scope="session")
 def channel(server):
-    with grpc.insecure_channel(server) as ch:
-        grpc.channel_ready_future(ch).result(timeout=10)
-        yield ch
+    """A channel from the neuron's own client (client.py)."""
+    ch = client.connect(server)
+    grpc.channel_ready_future(ch).result(timeout=10)
+    yield ch
+    ch.close()
