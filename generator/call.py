@@ -53,7 +53,7 @@ def _channel(opts: CallOptions):
     import grpc
 
     if opts.tls or opts.cacert or opts.cert:
-        read = lambda p: p.read_bytes() if p else None  # noqa: E731
+        read = lambda p: p.read_bytes() if p else None
         try:
             creds = grpc.ssl_channel_credentials(read(opts.cacert), read(opts.key), read(opts.cert))
         except OSError as exc:

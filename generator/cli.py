@@ -256,7 +256,7 @@ def certs_create(
     _report(certs.create(out, hosts.split(","), client=client, days=days, force=force), out)
     echo(f"server: TLS_CERT_FILE={out}/server.pem TLS_KEY_FILE={out}/server.key"
          + (f" TLS_CLIENT_CA_FILE={out}/ca.pem" if client else ""))
-    echo(f"client: --cacert {out}/ca.pem" + (f" (mTLS: client.pem, client.key)" if client else ""))
+    echo(f"client: --cacert {out}/ca.pem" + (" (mTLS: client.pem, client.key)" if client else ""))
 
 
 @app.command("call")
