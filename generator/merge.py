@@ -57,7 +57,8 @@ def _add_imports(module, neuron, wanted_aliases: set[str], needs_iterator: bool 
         lines.append(cst.parse_statement("from collections.abc import Iterator\n"))
     for imp in neuron.imports:
         if imp.alias in wanted_aliases and imp.alias not in have:
-            text = f"from {imp.package} import {imp.name}" + (f" as {imp.alias}" if imp.alias != imp.name else "")
+            alias = f" as {imp.alias}" if imp.alias != imp.name else ""
+            text = f"from {imp.package} import {imp.name}{alias}" if imp.package else f"import {imp.name}{alias}"
             lines.append(cst.parse_statement(text + "\n"))
     if not lines:
         return module

@@ -7,6 +7,7 @@ stubs, and the names tests use. It is frozen; templates receive nothing else.
 
 from __future__ import annotations
 
+import keyword
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +44,23 @@ class ImportLine:
     names: tuple[str, ...] = ()
 
 
-def import_block(imports, extra: tuple[ImportLine, ...] = ()) -> tuple[ImportLine, ...]:
-    """Third-party ``from`` imports grouped and ordered the way ruff's isort wants them."""
+def import_block(imports, extra: tuple[ImportLine, ...] = (), modules_first: tuple[str, ...] = ("grpc",)) -> tuple[ImportLine, ...]:
+    """The third-party import block (``import grpc``, stub imports, …) ordered as ruff's isort wants."""
     plain: dict[str, set[str]] = {line.package: set(line.names) for line in extra}
     aliased: list[ImportLine] = []
+    # `import x` lines: grpc (and pytest), and stubs of a proto at an include root.
+    modules: list[ImportLine] = [ImportLine(m) for m in modules_first]
     for imp in imports:
-        if imp.alias == imp.name:
+        if not imp.package:
+            modules.append(ImportLine(imp.name if imp.alias == imp.name else f"{imp.name} as {imp.alias}"))
+        elif imp.alias == imp.name:
             plain.setdefault(imp.package, set()).add(imp.name)
         else:
             aliased.append(ImportLine(imp.package, (f"{imp.name} as {imp.alias}",)))
     lines = [ImportLine(pkg, tuple(sorted(ns))) for pkg, ns in plain.items()] + aliased
-    return tuple(sorted(lines, key=lambda line: (line.package.lower(), line.names)))
+    # isort's default: plain `import x` lines first, then `from` lines, each sorted by module.
+    return tuple(sorted(modules, key=lambda line: line.package.lower())) + tuple(
+        sorted(lines, key=lambda line: (line.package.lower(), line.names)))
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,20 @@ def _user_uses_firestore(root: Path) -> bool:
     return methods.is_file() and "deps.firestore" in methods.read_text(encoding="utf-8")
 
 
+def _check_python_names(api: schema.Api) -> None:
+    """Names that become Python identifiers in stubs: grpcio-tools writes invalid code for
+    keywords (an RPC named None gives `self.None = ...`), so say so instead."""
+    for svc in api.services:
+        for what, name in [("service", svc.name)] + [("RPC", m.name) for m in svc.methods]:
+            if keyword.iskeyword(name):
+                raise UsageError(
+                    f"{what} {name!r} in {svc.file} is a Python keyword: the generated Python stubs cannot use it",
+                    hint=f"rename the {what} in the proto (e.g. {name}Item)",
+                )
+
+
 def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: bool = False) -> Neuron:
+    _check_python_names(api)
     if not api.services:
         raise UsageError(
             f"{', '.join(f.name for f in api.files)} defines no service; a neuron serves at least one",
@@ -175,7 +195,10 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
             for m in svc.methods:
                 std = m.standard
                 store = None
-                if std is not None and std.resource.storable and std.resource.message:
+                keyword_fields = std is not None and any(
+                    keyword.iskeyword(f) for f in (std.resource_field, std.id_field, std.parent_field, std.items_field,
+                                                   std.mask_field, std.name_field, std.resource.name_field) if f)
+                if std is not None and std.resource.storable and std.resource.message and not keyword_fields:
                     r = std.resource
                     nested = len(r.segments) > 2
                     ok = std.verb not in ("list", "create") or nested == bool(std.parent_field)
@@ -188,11 +211,13 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                                 message=ref(r.message),
                                 resource=r,
                                 id_field="",
-                                required_field=_first(resource_msg.fields, lambda x: x.required and not x.output_only),
+                                required_field=_first(resource_msg.fields, lambda x: x.required and not x.output_only
+                                                      and not keyword.iskeyword(x.name)),
                                 text_field=_first(
                                     resource_msg.fields,
                                     lambda x, name_field=r.name_field: x.type == "string" and not x.repeated
-                                    and not x.output_only and x.name != name_field and not x.oneof and not x.immutable,
+                                    and not x.output_only and x.name != name_field and not x.oneof and not x.immutable
+                                    and not keyword.iskeyword(x.name),
                                 ),
                                 timestamps=tuple(
                                     x.name for x in resource_msg.fields
@@ -215,8 +240,9 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
 
     imports = tuple(Import(m, alias[m]) for m in modules)
 
-    def used(texts) -> tuple[ImportLine, ...]:
-        return import_block(i for i in imports if any(t.startswith(i.alias + ".") for t in texts))
+    def used(texts, modules_first=("grpc",)) -> tuple[ImportLine, ...]:
+        return import_block((i for i in imports if any(t.startswith(i.alias + ".") for t in texts)),
+                            modules_first=modules_first)
 
     services = []
     method_refs: list[str] = []
@@ -231,7 +257,8 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 grpc_module=g,
                 methods=nm,
                 stores=tuple(final.values()),
-                test_imports=used([g + ".", *(x.request for x in nm), *(s.message for s in final.values())]),
+                test_imports=used([g + ".", *(x.request for x in nm), *(s.message for s in final.values())],
+                                  modules_first=("grpc", "pytest")),
             )
         )
     uses_firestore = any(s.stores for s in services) or user_uses_firestore

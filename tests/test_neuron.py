@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need, run_neuron_tests
+from tests.helpers import import_stubs
 
 BOOKS = "xmpl.br.resources-books-v1"
 TRANSLATOR = "xmpl.br.services-translator-v1"
 STDLIB = set(sys.stdlib_module_names)
-RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest"}
+RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest", "requests"}
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ def test_neuron_is_self_contained(books):
                 top = m.split(".")[0]
                 assert top in STDLIB | RUNTIME_DEPS | local | {"__future__"}, f"{path.name} imports {m}"
     reqs = (books / "requirements.txt").read_text()
-    for dist in ("grpcio==", "grpcio-health-checking==", "grpcio-reflection==", "protobuf==", "google-cloud-firestore=="):
+    for dist in ("grpcio==", "grpcio-health-checking==", "grpcio-reflection==", "protobuf==", "google-cloud-firestore==",
+                 "google-auth==", "requests=="):
         assert dist in reqs
     import google.protobuf
 
@@ -213,11 +215,8 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, sc
     )
     methods.write_text(text)
     proc, port = start_server(translator, {})
-    sys.path.insert(0, str(translator / "protobuf"))
-    try:
-        from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
-    finally:
-        sys.path.pop(0)
+    translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
+    translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
     results: dict[str, object] = {}
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = translator_pb2_grpc.TranslatorServiceStub(ch)
@@ -362,11 +361,8 @@ def test_max_lifetime_stops_the_server_and_stats_are_logged(translator):
 
     proc, port = start_server(translator, {"SERVER_MAX_LIFETIME": "2", "STATS_LOG_SECONDS": "0.5"})
     started = time.monotonic()
-    sys.path.insert(0, str(translator / "protobuf"))
-    try:
-        from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
-    finally:
-        sys.path.pop(0)
+    translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
+    translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = translator_pb2_grpc.TranslatorServiceStub(ch)
         for _ in range(3):

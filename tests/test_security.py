@@ -7,8 +7,6 @@ import http.server
 import importlib.util
 import json
 import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import grpc
 import pytest
 
 from generator import certs
+from tests.helpers import ServerProcess, forget_package, free_port
 
 TRANSLATOR = "xmpl.br.services-translator-v1"
 ECHO_IMPL = (
@@ -70,34 +69,8 @@ def pki(tmp_path_factory):
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        full = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
-        full.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([sys.executable, "server.py"], cwd=root, env=full, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(self.proc.stdout.read()) from None
-                time.sleep(0.02)
-        self.target = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=15)
-        return out
+class Server(ServerProcess):
+    pass
 
 
 @pytest.fixture
@@ -117,6 +90,7 @@ def serve(neuron):
 
 def client_module(neuron: Path):
     """The neuron's own generated client.py."""
+    forget_package("xmpl")
     spec = importlib.util.spec_from_file_location("neuron_client_under_test", neuron / "client.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

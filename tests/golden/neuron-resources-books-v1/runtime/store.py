@@ -12,17 +12,29 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import re
 import uuid
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core import retry as retries
 from google.protobuf import field_mask_pb2
 
 from runtime import aip, codec
 
 log = logging.getLogger("runtime.store")
 _UNSAFE_ID = re.compile(r"^(\.|\.\.|__.*__)$")
+# Every database call is bounded: FIRESTORE_TIMEOUT_SECONDS, or less when the caller's
+# deadline is nearer. Reads are retried within that bound (safe to repeat); writes are not
+# (a retried create or delete could report ALREADY_EXISTS or NOT_FOUND for its own success).
+TIMEOUT = float(os.environ.get("FIRESTORE_TIMEOUT_SECONDS", "5"))
+_TRANSIENT = retries.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError)
+UPDATE_ATTEMPTS = 10
+
+
+class _Contended(Exception):
+    """An update lost its precondition race UPDATE_ATTEMPTS times in a row."""
 
 
 class ResourceStore:
@@ -62,6 +74,19 @@ class ResourceStore:
             raise aip.InvalidArgument(f"parent {parent!r} does not match the format {'/'.join(self.pattern.split('/')[:-2])}")
         return f"{parent}/{self.collection_id}"
 
+    # -- bounds ---------------------------------------------------------------------------
+    def _timeout(self, context) -> float:
+        remaining = context.time_remaining() if context is not None else None
+        return max(0.05, min(TIMEOUT, remaining - 0.05)) if remaining is not None else TIMEOUT
+
+    def _read(self, context) -> dict:
+        timeout = self._timeout(context)
+        return {"retry": retries.Retry(predicate=_TRANSIENT, initial=0.05, maximum=1.0, multiplier=2.0,
+                                       timeout=timeout), "timeout": timeout}
+
+    def _write(self, context) -> dict:
+        return {"retry": None, "timeout": self._timeout(context)}
+
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _errors(self, context, name: str = ""):
@@ -69,11 +94,14 @@ class ResourceStore:
             yield
         except aip.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except gexc.InvalidArgument as exc:  # e.g. a document over Firestore's 1 MiB limit
+            log.info("firestore refused the request: %s", str(exc)[:200])
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the database refused this request (too large or malformed)")
         except gexc.NotFound:
             context.abort(grpc.StatusCode.NOT_FOUND, f"{name or 'resource'} not found")
         except (gexc.AlreadyExists, gexc.Conflict):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
-        except gexc.Aborted:
+        except (gexc.Aborted, _Contended):
             context.abort(grpc.StatusCode.ABORTED, "concurrent modification; retry the call")
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, gexc.InternalServerError) as exc:
             log.warning("firestore unavailable: %s", type(exc).__name__, extra={"fields": {"error": str(exc)[:300]}})
@@ -99,7 +127,7 @@ class ResourceStore:
     def get(self, context, name: str):
         with self._errors(context, name):
             self._check_name(name)
-            snap = self.client.document(name).get()
+            snap = self.client.document(name).get(**self._read(context))
             if not snap.exists:
                 raise gexc.NotFound(name)
             return self._from_doc(snap)
@@ -125,7 +153,7 @@ class ResourceStore:
             if page_token:
                 after = aip.decode_page_token(page_token, scope)
                 query = query.start_after({"__name__": collection.document(after)})
-            snaps = list(query.limit(size + 1).stream())
+            snaps = list(query.limit(size + 1).stream(**self._read(context)))
             items = [self._from_doc(s) for s in snaps[:size]]
             token = aip.encode_page_token(snaps[size - 1].id, scope) if len(snaps) > size else ""
             return items, token
@@ -152,7 +180,7 @@ class ResourceStore:
             setattr(msg, self.name_field, name)
             self._stamp(msg, created=True)
             try:
-                self.client.document(name).create(codec.to_document(msg))
+                self.client.document(name).create(codec.to_document(msg), **self._write(context))
             except (gexc.AlreadyExists, gexc.Conflict):
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
             return msg
@@ -174,10 +202,11 @@ class ResourceStore:
             from google.cloud import firestore
 
             ref = self.client.document(name)
-
-            @firestore.transactional
-            def apply(transaction):
-                snap = ref.get(transaction=transaction)
+            # Optimistic concurrency: read, apply the mask, write only if the document is still
+            # the one read (last_update_time precondition); on a conflict, read again. Two
+            # updates of different fields therefore never lose either field.
+            for _attempt in range(UPDATE_ATTEMPTS):
+                snap = ref.get(**self._read(context))
                 if not snap.exists:
                     raise gexc.NotFound(name)
                 current = self._from_doc(snap)
@@ -205,13 +234,18 @@ class ResourceStore:
                     raise aip.InvalidArgument(f"the update would clear required field(s): {', '.join(missing)}")
                 setattr(updated, self.name_field, name)
                 self._stamp(updated, created=False)
-                transaction.set(ref, codec.to_document(updated))
+                data = codec.to_document(updated)
+                changes = {**data, **{k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in data}}
+                try:
+                    ref.update(changes, option=self.client.write_option(last_update_time=snap.update_time),
+                               **self._write(context))
+                except gexc.FailedPrecondition:
+                    continue  # changed since we read it: apply the mask to the new version
                 return updated
-
-            return apply(self.client.transaction())
+            raise _Contended(name)
 
     # -- AIP-135 Delete -------------------------------------------------------------------
     def delete(self, context, name: str) -> None:
         with self._errors(context, name):
             self._check_name(name)
-            self.client.document(name).delete(option=self.client.write_option(exists=True))
+            self.client.document(name).delete(option=self.client.write_option(exists=True), **self._write(context))

@@ -46,8 +46,9 @@ def emulator_command() -> str | None:
 
 
 class Emulator:
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, proc: subprocess.Popen | None = None) -> None:
         self.host = host
+        self.proc = proc
 
     def wipe(self) -> None:
         """Delete every document (the emulator's own reset endpoint)."""
@@ -56,15 +57,16 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def firestore_emulator(timeout: float = 30.0):
-    """Start the emulator on a free 127.0.0.1 port in its own process group; stop the group."""
+def firestore_emulator(timeout: float = 30.0, port: int | None = None):
+    """Start the emulator on 127.0.0.1 (a free port unless given) in its own process group;
+    stop the group at the end."""
     command = emulator_command()
     if command is None:
         raise RuntimeError(
             "the Firestore emulator is not installed: install the Google Cloud CLI and run "
             "`gcloud components install cloud-firestore-emulator` (it needs Java 11+)"
         )
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [command, "start", "--host=127.0.0.1", f"--port={port}"],
         stdout=subprocess.DEVNULL,
@@ -84,16 +86,34 @@ def firestore_emulator(timeout: float = 30.0):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the Firestore emulator did not start within {timeout:.0f} s")
                 time.sleep(0.1)
-        yield Emulator(host)
+        yield Emulator(host, proc)
     finally:
+        stop_group(proc, port)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen, port: int, timeout: float = 10.0) -> None:
+    """Stop the emulator's whole process group and wait until its port is closed (the JVM
+    outlives the launcher script by a moment)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _port_open(port):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+        while _port_open(port) and time.monotonic() < deadline + timeout:
+            time.sleep(0.05)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
 
 
 @contextlib.contextmanager
