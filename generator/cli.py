@@ -192,6 +192,33 @@ def neuron_update(
         echo(f"   note  {note}")
 
 
+@app.command("openapi")
+def openapi_cmd(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
+) -> None:
+    """Print (or write) the OpenAPI 3 document of the HTTP/JSON gateway for a proto."""
+    from generator import neuron, openapi, proto
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include)
+    api, _stubs = neuron.compile_all(source)
+    dirname, title = neuron.neuron_dir_for(ws, name, source, None)
+    model = neuron.build(api, dirname, title)
+    if not model.routes:
+        from generator.errors import UsageError
+
+        raise UsageError("no method has a google.api.http rule, so there is no HTTP API to describe")
+    text = openapi.render(api, model)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        echo(f"wrote {output}")
+
+
 @neuron_app.command("deploy")
 def neuron_deploy(
     name: NameArg = None,

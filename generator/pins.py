@@ -34,7 +34,10 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-def requirements(uses_firestore: bool) -> list[tuple[str, str]]:
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0"})
+
+
+def requirements(uses_firestore: bool, gateway: bool = False) -> list[tuple[str, str]]:
     tools = _installed("grpcio-tools")
     pins = [
         ("grpcio", tools),
@@ -46,6 +49,8 @@ def requirements(uses_firestore: bool) -> list[tuple[str, str]]:
         ("google-auth", _installed("google-auth")),
         ("requests", _installed("requests")),
     ]
+    if gateway:  # gateway.py: the HTTP/JSON gateway
+        pins += [(d, _installed(d) or FALLBACK[d]) for d in ("starlette", "uvicorn")]
     if uses_firestore:
         pins.append(("google-cloud-firestore", _installed("google-cloud-firestore") or FALLBACK["google-cloud-firestore"]))
     return [(name, version) for name, version in pins if version]

@@ -18,7 +18,7 @@ def _camel(word: str) -> str:
 
 
 def singularize(plural: str) -> str:
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
+    for suffix, repl in (("ies", "y"), ("lves", "lf"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
         if plural.endswith(suffix) and len(plural) > len(suffix):
             return plural[: -len(suffix)] + repl
     if plural.endswith("s") and not plural.endswith("ss") and len(plural) > 1:

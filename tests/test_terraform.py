@@ -20,7 +20,7 @@ BOOKS = "xmpl.br.resources-books-v1"
 NEURON_VARIABLES = {
     "project_id", "region", "service_name", "image", "min_instances", "max_instances", "concurrency",
     "cpu", "memory", "timeout", "env", "secret_env", "allow_unauthenticated", "invoker_members",
-    "deletion_protection",
+    "deletion_protection", "gateway", "gateway_allow_unauthenticated",
 }
 
 
@@ -76,16 +76,22 @@ def test_module_settings(deployed_ws):
     (template,) = svc["template"]
     (container,) = template["containers"]
     (port,) = container["ports"]
-    assert unq(port["name"]) == "h2c" and port["container_port"] == "${local.port}"
+    assert unq(port["name"]) == '${var.protocol == "grpc" ? "h2c" : "http1"}' and port["container_port"] == "${local.port}"
     assert main["locals"][0]["port"] == 8080
-    for probe in ("startup_probe", "liveness_probe"):
-        (p,) = container[probe]
-        (grpc_probe,) = p["grpc"]
-        assert grpc_probe["port"] == "${local.port}" and "service" not in grpc_probe  # "" = whole server
+    variables = blocks(parse(module / "variables.tf"), "variable")
+    assert unq(variables["protocol"]["default"]) == "grpc"  # h2c unless the gateway asks for http1
+    (startup,) = container["startup_probe"]
+    grpc_startup = {unq(k): v for d in startup["dynamic"] for k, v in d.items()}["grpc"]
+    assert grpc_startup["for_each"] == '${var.protocol == "grpc" ? [1] : []}'
+    assert grpc_startup["content"][0]["port"] == "${local.port}"
+    assert "service" not in grpc_startup["content"][0]  # "" = the whole server
+    liveness = {unq(k): v for d in container["dynamic"] for k, v in d.items()}["liveness_probe"]
+    assert liveness["content"][0]["grpc"][0]["port"] == "${local.port}"
     envs = {unq(e["name"]): e.get("value") for e in container["env"] if "name" in e}
     assert envs["GOOGLE_CLOUD_PROJECT"] == "${var.project_id}"
-    roles = [unq(b["role"]) for k, b in res.items() if k.startswith("google_project_iam_member.")]
-    assert roles == ["roles/datastore.user"]  # the service account's only project role
+    roles = res["google_project_iam_member.roles"]
+    assert roles["for_each"] == "${toset(var.project_roles)}"
+    assert [unq(r) for r in variables["project_roles"]["default"]] == ["roles/datastore.user"]  # the only project role
     assert unq(template["service_account"]) == "${google_service_account.service.email}"
     public = res["google_cloud_run_v2_service_iam_member.public"]
     assert unq(public["member"]) == "allUsers" and public["count"] == "${var.allow_unauthenticated ? 1 : 0}"
@@ -116,7 +122,11 @@ def test_neuron_terraform(deployed_ws):
     assert (tf / unq(module["source"])).resolve().is_dir()
     assert module["allow_unauthenticated"] == "${var.allow_unauthenticated}"
     outputs = blocks(parse(tf / "outputs.tf"), "output")
-    assert set(outputs) == {"url", "grpc_target", "service_account_email"}
+    assert set(outputs) == {"url", "grpc_target", "service_account_email", "gateway_url"}
+    assert variables["gateway"]["default"] is False
+    gateway = {k.strip(chr(34)): v for k, v in parse(tf / "cloudrun.tf")["module"][1].items()}["gateway"]
+    assert unq(gateway["protocol"]) == "http" and gateway["project_roles"] == []
+    assert gateway["count"] == "${var.gateway ? 1 : 0}"
 
 
 def test_product_terraform(deployed_ws):

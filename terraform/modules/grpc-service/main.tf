@@ -13,11 +13,12 @@ resource "google_service_account" "service" {
   display_name = "Cloud Run service ${var.service_name}"
 }
 
-# The service's only project-level role: read and write Firestore.
-resource "google_project_iam_member" "datastore_user" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.service.email}"
+# The service's only project-level role by default: read and write Firestore.
+resource "google_project_iam_member" "roles" {
+  for_each = toset(var.project_roles)
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.service.email}"
 }
 
 # Each secret the service reads is granted on that secret alone.
@@ -47,12 +48,13 @@ resource "google_cloud_run_v2_service" "service" {
     }
 
     containers {
-      image = var.image
+      image   = var.image
+      command = length(var.command) > 0 ? var.command : null
 
       # "h2c": HTTP/2 without TLS from Cloud Run's front end to the container, which gRPC
-      # (and its streaming calls) needs end to end.
+      # (and its streaming calls) needs end to end. The JSON gateway speaks HTTP/1.1.
       ports {
-        name           = "h2c"
+        name           = var.protocol == "grpc" ? "h2c" : "http1"
         container_port = local.port
       }
 
@@ -91,11 +93,21 @@ resource "google_cloud_run_v2_service" "service" {
         }
       }
 
-      # Both probes ask the gRPC health service about the whole server ("" service name),
-      # which turns SERVING once every service is registered and NOT_SERVING while draining.
+      # gRPC: both probes ask the gRPC health service about the whole server ("" service
+      # name), which turns SERVING once every service is registered and NOT_SERVING while
+      # draining. HTTP (the gateway): a TCP startup probe.
       startup_probe {
-        grpc {
-          port = local.port
+        dynamic "grpc" {
+          for_each = var.protocol == "grpc" ? [1] : []
+          content {
+            port = local.port
+          }
+        }
+        dynamic "tcp_socket" {
+          for_each = var.protocol == "http" ? [1] : []
+          content {
+            port = local.port
+          }
         }
         initial_delay_seconds = 0
         period_seconds        = 1
@@ -103,18 +115,21 @@ resource "google_cloud_run_v2_service" "service" {
         failure_threshold     = 30
       }
 
-      liveness_probe {
-        grpc {
-          port = local.port
+      dynamic "liveness_probe" {
+        for_each = var.protocol == "grpc" ? [1] : []
+        content {
+          grpc {
+            port = local.port
+          }
+          period_seconds    = 30
+          timeout_seconds   = 5
+          failure_threshold = 3
         }
-        period_seconds    = 30
-        timeout_seconds   = 5
-        failure_threshold = 3
       }
     }
   }
 
-  depends_on = [google_project_iam_member.datastore_user, google_secret_manager_secret_iam_member.secret_access]
+  depends_on = [google_project_iam_member.roles, google_secret_manager_secret_iam_member.secret_access]
 }
 
 resource "google_cloud_run_v2_service_iam_member" "invokers" {

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 
 def main() -> int:
@@ -36,7 +38,22 @@ def main() -> int:
         host = os.environ.get("HOST", "127.0.0.1")
         os.environ["HOST"] = host
         print(f"gRPC server: {host}:{port}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        gateway = Path(server.__file__).with_name("gateway.py")
+        if gateway.is_file():
+            http_port = str(int(port) + 1)
+            env = {**os.environ, "PORT": http_port, "GRPC_TARGET": f"127.0.0.1:{port}"}
+            proc = subprocess.Popen([sys.executable, str(gateway)], env=env)
+            stack.callback(_stop, proc)
+            print(f"HTTP/JSON gateway: http://{host}:{http_port}  (openapi.json describes it)", file=sys.stderr, flush=True)
         return server.main()
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 if __name__ == "__main__":

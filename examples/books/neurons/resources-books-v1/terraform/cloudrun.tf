@@ -21,3 +21,44 @@ module "service" {
   invoker_members       = var.invoker_members
   deletion_protection   = var.deletion_protection
 }
+
+# The HTTP/JSON gateway: the same image running gateway.py, HTTP/1.1, calling the gRPC service
+# over TLS with its own ID token (X-Serverless-Authorization), so callers' Authorization
+# headers still reach the server. Off unless var.gateway is true.
+module "gateway" {
+  count  = var.gateway ? 1 : 0
+  source = "../../../terraform/modules/grpc-service"
+
+  project_id            = var.project_id
+  region                = var.region
+  service_name          = "${var.service_name}-http"
+  image                 = var.image
+  protocol              = "http"
+  command               = ["python", "/app/gateway.py"]
+  project_roles         = []
+  min_instances         = var.min_instances
+  max_instances         = var.max_instances
+  concurrency           = 80
+  cpu                   = var.cpu
+  memory                = var.memory
+  timeout_seconds       = var.timeout
+  secret_env            = {}
+  allow_unauthenticated = var.gateway_allow_unauthenticated
+  invoker_members       = var.invoker_members
+  deletion_protection   = var.deletion_protection
+  env = {
+    GRPC_TARGET     = module.service.grpc_target
+    GRPC_TARGET_TLS = "true"
+    GRPC_AUDIENCE   = module.service.url
+  }
+}
+
+resource "google_cloud_run_v2_service_iam_member" "gateway_calls_service" {
+  count      = var.gateway ? 1 : 0
+  project    = var.project_id
+  location   = var.region
+  name       = var.service_name
+  role       = "roles/run.invoker"
+  member     = "serviceAccount:${module.gateway[0].service_account_email}"
+  depends_on = [module.service]
+}

@@ -14,3 +14,8 @@ output "service_account_email" {
   description = "The service's own service account."
   value       = module.service.service_account_email
 }
+
+output "gateway_url" {
+  description = "The HTTP/JSON gateway's URL, when var.gateway is true."
+  value       = var.gateway ? module.gateway[0].url : null
+}

@@ -80,3 +80,25 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "protocol" {
+  description = "\"grpc\": HTTP/2 end to end (h2c) with gRPC health probes; \"http\": HTTP/1.1 (the JSON gateway)."
+  type        = string
+  default     = "grpc"
+  validation {
+    condition     = contains(["grpc", "http"], var.protocol)
+    error_message = "protocol must be grpc or http."
+  }
+}
+
+variable "command" {
+  description = "Container command; empty keeps the image's CMD (the gRPC server)."
+  type        = list(string)
+  default     = []
+}
+
+variable "project_roles" {
+  description = "Project roles of the service's own service account."
+  type        = list(string)
+  default     = ["roles/datastore.user"]
+}

@@ -125,3 +125,15 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "gateway" {
+  description = "Also deploy the HTTP/JSON gateway (gateway.py) as its own Cloud Run service, <service_name>-http."
+  type        = bool
+  default     = false
+}
+
+variable "gateway_allow_unauthenticated" {
+  description = "Let anyone call the HTTP gateway (it forwards Authorization and x-api-key to the server)."
+  type        = bool
+  default     = false
+}

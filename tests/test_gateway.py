@@ -1,0 +1,143 @@
+"""The HTTP/JSON gateway and the OpenAPI document, over real HTTP on 127.0.0.1, against the
+real Firestore emulator: the Books example and google/example/library/v1/library.proto."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, need
+from tests.helpers import ServerProcess, free_port, wait_for_port
+
+BOOKS = REPO / "examples/books/neurons/resources-books-v1"
+
+
+class Gateway:
+    def __init__(self, root: Path, grpc_target: str) -> None:
+        self.port = free_port()
+        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "GRPC_TARGET": grpc_target}
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen([sys.executable, "gateway.py"], cwd=root, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def books_http(emulator):
+    emulator.wipe()
+    server = ServerProcess(BOOKS, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
+                                   "AUTH_MODE": "api-key", "API_KEYS": "k1", "LOG_EVERY_CALL": "true"})
+    gateway = Gateway(BOOKS, server.target)
+    with httpx.Client(base_url=gateway.url, headers={"x-api-key": "k1"}, timeout=30) as http:
+        yield http, server
+    gateway.stop()
+    server.stop()
+
+
+def test_books_through_the_gateway(books_http):
+    http, server = books_http
+    for i in range(5):
+        r = http.post("/v1/books", params={"bookId": f"b{i}"},
+                      json={"displayName": f"Book {i}", "authors": ["A"], "publisher": "Penguin" if i % 2 else "Vintage"})
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == f"books/b{i}" and "createTime" in r.json()  # lowerCamel JSON
+    assert http.get("/v1/books/b1").json()["publisher"] == "Penguin"
+    names, token = [], ""
+    while True:
+        page = http.get("/v1/books", params={"pageSize": 2, **({"pageToken": token} if token else {})}).json()
+        names += [b["name"] for b in page.get("books", [])]
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+    assert names == [f"books/b{i}" for i in range(5)]
+    penguin = http.get("/v1/books", params={"filter": 'publisher = "Penguin"'}).json()["books"]
+    assert [b["name"] for b in penguin] == ["books/b1", "books/b3"]
+    r = http.patch("/v1/books/b0", params={"updateMask": "publisher"}, json={"publisher": "Faber", "displayName": "ignored"})
+    assert r.status_code == 200 and r.json()["publisher"] == "Faber" and r.json()["displayName"] == "Book 0"
+    assert http.delete("/v1/books/b0").status_code == 200
+    missing = http.get("/v1/books/b0")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"code": 404, "message": "books/b0 not found", "status": "NOT_FOUND"}}
+    assert http.post("/v1/books", params={"bookId": "b1"}, json={"displayName": "x", "authors": ["a"], "publisher": "p"}).status_code == 409
+    bad = http.get("/v1/books", params={"filter": "author = 1"})
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert http.post("/v1/books", content=b"{not json").status_code == 400
+    assert http.get("/v1/books", params={"nope": "1"}).status_code == 400
+    assert http.get("/v2/elsewhere").status_code == 404
+    # Credentials travel as gRPC metadata: without the key the server says UNAUTHENTICATED.
+    assert http.get("/v1/books/b1", headers={"x-api-key": ""}).status_code == 401
+    assert http.get("/v1/books/b1", headers={"x-api-key": "wrong"}).status_code == 403
+    # The trace header reaches the server's call log.
+    http.get("/v1/books/b1", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    out = server.stop()
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" in out
+
+
+def test_books_openapi_document(tmp_path):
+    from openapi_spec_validator import validate
+
+    doc = json.loads((BOOKS / "openapi.json").read_text())
+    validate(doc)
+    assert set(doc["paths"]) == {"/v1/books", "/v1/books/{book}"}
+    book = doc["components"]["schemas"]["xmpl.br.resources.books.v1.Book"]
+    assert set(book["required"]) == {"displayName", "authors", "publisher"}
+    assert book["properties"]["name"]["readOnly"] is True
+    assert book["properties"]["authors"] == {"type": "array", "items": {"type": "string"}}
+    create = doc["paths"]["/v1/books"]["post"]
+    assert [p["name"] for p in create["parameters"]] == ["bookId"]
+    assert doc["paths"]["/v1/books/{book}"]["patch"]["parameters"][0]["name"] == "book"
+
+
+@pytest.fixture
+def library(workspace, scaffold, corpus, emulator):
+    emulator.wipe()
+    r = scaffold("neuron", "create", "--proto", str(corpus / "google/example/library/v1/library.proto"), "-I", str(corpus))
+    assert r.code == 0, r.output
+    root = workspace / "neurons/example-library-v1"
+    server = ServerProcess(root, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"})
+    gateway = Gateway(root, server.target)
+    yield root, gateway.url
+    gateway.stop()
+    server.stop()
+
+
+def test_library_through_the_gateway(library):
+    from openapi_spec_validator import validate
+
+    root, url = library
+    validate(json.loads((root / "openapi.json").read_text()))
+    with httpx.Client(base_url=url, timeout=30) as http:
+        shelf = http.post("/v1/shelves", json={"theme": "Poetry"}).json()
+        assert shelf["name"].startswith("shelves/") and shelf["theme"] == "Poetry"
+        book = http.post(f"/v1/{shelf['name']}/books", json={"author": "Sappho", "title": "Fragments", "read": True}).json()
+        assert book["name"].startswith(shelf["name"] + "/books/") and book["read"] is True
+        assert http.get(f"/v1/{book['name']}").json() == book
+        listed = http.get(f"/v1/{shelf['name']}/books").json()["books"]
+        assert listed == [book]
+        moved = http.post(f"/v1/{book['name']}:move", json={"otherShelfName": shelf["name"]})
+        assert moved.status_code == 501 and moved.json()["error"]["status"] == "UNIMPLEMENTED"
+        assert http.delete(f"/v1/{book['name']}").status_code == 200
+        assert http.get(f"/v1/{book['name']}").status_code == 404
+
+
+def test_schemathesis_finds_no_server_errors(books_http, tmp_path):
+    """Property-based HTTP requests generated from openapi.json, against the live gateway."""
+    exe = Path(sys.executable).parent / "schemathesis"
+    need(exe.exists() or shutil.which("schemathesis") is not None, "schemathesis")
+    http, _server = books_http
+    r = subprocess.run([str(exe), "run", str(BOOKS / "openapi.json"), "--url", str(http.base_url).rstrip("/"),
+                        "--checks", "not_a_server_error", "--max-examples", "25", "--header", "x-api-key: k1"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
