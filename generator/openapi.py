@@ -152,10 +152,13 @@ def build(api: schema.Api, neuron) -> dict:
         paths.setdefault(path, {})[route.rule.verb] = op
     schemas = dict(sorted(b.schemas.items()))
     schemas["Error"] = ERROR
+    package = api.files[0].package or api.files[0].name
+    version = package.rsplit(".", 1)[-1]
     return {
         "openapi": "3.0.3",
-        "info": {"title": neuron.title, "version": neuron.dirname.rsplit("-", 1)[-1],
-                 "description": f"HTTP/JSON gateway of {neuron.title} (gateway.py), from google.api.http rules."},
+        "info": {"title": package, "version": version if re.fullmatch(r"v\d+\w*", version) else "1.0.0",
+                 "description": f"HTTP/JSON gateway of {', '.join(s.full_name for s in api.services)} "
+                                "(gateway.py), from the google.api.http rules."},
         "paths": paths,
         "components": {"schemas": schemas},
     }

@@ -141,3 +141,67 @@ def test_schemathesis_finds_no_server_errors(books_http, tmp_path):
                         "--checks", "not_a_server_error", "--max-examples", "25", "--header", "x-api-key: k1"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def run_schemathesis(spec: Path, base_url: str, *extra: str) -> None:
+    exe = Path(sys.executable).parent / "schemathesis"
+    need(exe.exists(), "schemathesis")
+    r = subprocess.run([str(exe), "run", str(spec), "--url", base_url.rstrip("/"), "--checks", "not_a_server_error",
+                        "--max-examples", "25", *extra], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_schemathesis_on_library(library):
+    """MergeShelves and MoveBook are generated stubs: they answer 501 by design (tested above)."""
+    root, url = library
+    run_schemathesis(root / "openapi.json", url, "--exclude-path-regex", ":(merge|move)$")
+
+
+ECHO_PROTO = """syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+message Msg { string id = 1; string text = 2; int32 times = 3; }
+service EchoService {
+  rpc Say(Msg) returns (Msg) {
+    option (google.api.http) = {
+      post: "/v1/say"
+      body: "*"
+      additional_bindings { get: "/v1/say/{id}" }
+      additional_bindings { put: "/v1/messages/{id}/text" body: "text" }
+    };
+  }
+}
+"""
+
+
+def test_additional_bindings_and_the_openapi_command(workspace, scaffold, tmp_path):
+    proto = tmp_path / "echo.proto"
+    proto.write_text(ECHO_PROTO)
+    assert scaffold("neuron", "create", "--proto", str(proto), "--out", "echo").code == 0
+    root = workspace / "neurons/echo"
+    methods = root / "methods.py"
+    methods.write_text(methods.read_text().replace(
+        '        # TODO: implement Say.\n        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Say is not implemented yet")',
+        "        return request"))
+    r = scaffold("openapi", "--proto", str(proto))
+    assert r.code == 0, r.output
+    doc = json.loads(r.out)
+    assert set(doc["paths"]) == {"/v1/say", "/v1/say/{id}", "/v1/messages/{id}/text"}
+    assert json.loads((root / "openapi.json").read_text()) == doc
+    server = ServerProcess(root)
+    gateway = Gateway(root, server.target)
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            assert http.post("/v1/say", json={"id": "1", "text": "hi", "times": 2}).json() == {"id": "1", "text": "hi", "times": 2}
+            assert http.get("/v1/say/7", params={"text": "q", "times": "3"}).json() == {"id": "7", "text": "q", "times": 3}
+            assert http.put("/v1/messages/9/text", json="body text").json() == {"id": "9", "text": "body text"}
+            assert http.put("/v1/say").status_code == 405
+        run_schemathesis(root / "openapi.json", gateway.url)
+    finally:
+        gateway.stop()
+        server.stop()
+    nohttp = tmp_path / "nohttp.proto"
+    nohttp.write_text('syntax = "proto3";\npackage n.v1;\nmessage M {}\nservice S { rpc A(M) returns (M); }\n')
+    r = scaffold("openapi", "--proto", str(nohttp))
+    assert r.code == 2 and "google.api.http" in r.err

@@ -350,6 +350,7 @@ def test_neuron_run_serves_until_interrupted(books, workspace, emulator):
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         out, _ = proc.communicate(timeout=20)
     assert "Firestore emulator: 127.0.0.1:" in out and f"gRPC server: 127.0.0.1:{port}" in out
+    assert f"HTTP/JSON gateway: http://127.0.0.1:{port + 1}" in out
     assert proc.returncode == 0, out
     assert '"message": "stopped"' in out
 

@@ -12,15 +12,14 @@ import bisect
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger("grpc.stats")
 # Bucket upper bounds in seconds: 50 µs to ~2 min.
 BOUNDS = tuple(50e-6 * 1.12**i for i in range(130))
 
 
-@dataclass(frozen=True)
-class MethodStats:
+class MethodStats(NamedTuple):
     method: str
     code: str
     count: int
