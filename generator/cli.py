@@ -152,6 +152,17 @@ OutOpt = Annotated[
 ]
 
 
+def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool):
+    from generator import neuron, proto
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include)
+    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update)
+    _report(neuron.shared_changes(), ws.root, show_diff=dry_run)
+    _report(outcomes, root, show_diff=dry_run)
+    return root, neuron
+
+
 @neuron_app.command("create")
 def neuron_create(
     name: NameArg = None,
@@ -161,13 +172,7 @@ def neuron_create(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Render neurons/KIND-NAME-VERSION/: server, methods, tests, Dockerfile, stubs."""
-    from generator import neuron, proto
-
-    ws = _workspace()
-    source = proto.resolve(ws, name, proto_file, include)
-    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run)
-    _report(neuron.shared_changes(), ws.root)
-    _report(outcomes, root)
+    root, _ = _render_neuron(name, proto_file, include, out, dry_run, update=False)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
 
@@ -181,13 +186,7 @@ def neuron_update(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs."""
-    from generator import neuron, proto
-
-    ws = _workspace()
-    source = proto.resolve(ws, name, proto_file, include)
-    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=True)
-    _report(neuron.shared_changes(), ws.root, show_diff=dry_run)
-    _report(outcomes, root, show_diff=dry_run)
+    _root, neuron = _render_neuron(name, proto_file, include, out, dry_run, update=True)
     for note in neuron.last_notes():
         echo(f"   note  {note}")
 
