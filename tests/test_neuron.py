@@ -215,25 +215,29 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, sc
     )
     methods.write_text(text)
     proc, port = start_server(translator, {})
-    translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
-    translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
-    results: dict[str, object] = {}
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = translator_pb2_grpc.TranslatorServiceStub(ch)
+    try:
+        translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
+        translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
+        results: dict[str, object] = {}
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = translator_pb2_grpc.TranslatorServiceStub(ch)
 
-        def slow():
-            results["reply"] = stub.Echo(translator_pb2.EchoRequest(text="hi"), timeout=10)
+            def slow():
+                results["reply"] = stub.Echo(translator_pb2.EchoRequest(text="hi"), timeout=10)
 
-        t = threading.Thread(target=slow)
-        t.start()
-        time.sleep(0.5)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        t.join(timeout=10)
-        time.sleep(0.2)
-        with pytest.raises(grpc.RpcError) as err:
-            stub.Echo(translator_pb2.EchoRequest(text="late"), timeout=2)
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            t.join(timeout=10)
+            time.sleep(0.2)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Echo(translator_pb2.EchoRequest(text="late"), timeout=2)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=15)
     assert results["reply"].text == "hi"
     assert proc.returncode == 0
