@@ -152,15 +152,32 @@ OutOpt = Annotated[
 ]
 
 
-def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool):
+def _origin(ws, name, proto_file, include):
+    from generator.neuron import Origin
+
+    def rel(p: Path) -> str:
+        p = p.resolve()
+        return p.relative_to(ws.root).as_posix() if p.is_relative_to(ws.root) else str(p)
+
+    return Origin(name or "", tuple(rel(p) for p in proto_file or ()), tuple(rel(p) for p in include or ()))
+
+
+def _show(result, ws, dry_run: bool) -> None:
+    _report(result.shared, ws.root, show_diff=dry_run)
+    _report(result.outcomes, result.root, show_diff=dry_run)
+    for note in result.notes:
+        echo(f"   note  {note}")
+
+
+def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, force: bool = False):
     from generator import neuron, proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
-    root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update)
-    _report(neuron.shared_changes(), ws.root, show_diff=dry_run)
-    _report(outcomes, root, show_diff=dry_run)
-    return root, neuron
+    result = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update, force=force,
+                           origin=_origin(ws, name, proto_file, include))
+    _show(result, ws, dry_run)
+    return result
 
 
 @neuron_app.command("create")
@@ -171,10 +188,13 @@ def neuron_create(
     out: OutOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Render neurons/KIND-NAME-VERSION/: server, methods, tests, Dockerfile, stubs."""
-    root, _ = _render_neuron(name, proto_file, include, out, dry_run, update=False)
+    """Render neurons/KIND-NAME-VERSION/: server, base servicers, your methods, tests, Dockerfile, stubs."""
+    result = _render_neuron(name, proto_file, include, out, dry_run, update=False)
     if not dry_run:
-        echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
+        echo(f"next: scaffold neuron test {name or '--out ' + result.root.name}   # runs its tests against the Firestore emulator")
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite generated files that were edited by hand.")]
 
 
 @neuron_app.command("update")
@@ -183,12 +203,48 @@ def neuron_update(
     proto_file: ProtoOpt = None,
     include: IncludeOpt = None,
     out: OutOpt = None,
+    all_neurons: Annotated[bool, typer.Option("--all", help="Every neuron of the workspace (from their records).")] = False,
     dry_run: DryRunOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs."""
-    _root, neuron = _render_neuron(name, proto_file, include, out, dry_run, update=True)
-    for note in neuron.last_notes():
-        echo(f"   note  {note}")
+    """Regenerate a neuron after its proto or scaffold changed; your code is kept, new RPCs get stubs."""
+    if all_neurons:
+        from generator import neuron
+
+        if name or proto_file or out:
+            from generator.errors import UsageError
+
+            raise UsageError("--all updates every neuron; leave out NAME, --proto and --out")
+        ws = _workspace()
+        for result in neuron.update_all(ws, dry_run=dry_run, force=force):
+            echo(f"== {result.root.name}")
+            _show(result, ws, dry_run)
+        return
+    _render_neuron(name, proto_file, include, out, dry_run, update=True, force=force)
+
+
+@neuron_app.command("check")
+def neuron_check(
+    name: NameArg = None,
+    out: OutOpt = None,
+    all_neurons: Annotated[bool, typer.Option("--all", help="Every neuron of the workspace.")] = False,
+) -> None:
+    """Exit 1 when a neuron is stale (proto changed, older scaffold or runtime) or drifted (hand edits)."""
+    from generator import neuron
+    from generator.errors import StaleError
+
+    ws = _workspace()
+    roots = neuron.all_neurons(ws) if all_neurons else [neuron.locate(ws, name, out)]
+    stale = 0
+    for root in roots:
+        problems = neuron.check(ws, root)
+        echo(f"{'stale' if problems else 'ok':>6}  {root.name}")
+        for p in problems:
+            echo(f"        {p}")
+        stale += bool(problems)
+    if stale:
+        raise StaleError(f"{stale} of {len(roots)} neuron(s) need `scaffold neuron update`"
+                         + (" --all" if all_neurons else ""))
 
 
 @app.command("openapi")

@@ -41,3 +41,7 @@ class ToolError(ScaffoldError):
 
 class LintFailed(ScaffoldError):
     """``proto lint`` found problems (already printed)."""
+
+
+class StaleError(ScaffoldError):
+    """``neuron check`` found neurons behind their proto or scaffold, or hand-edited."""

@@ -1,11 +1,14 @@
 """Add what is new to user-owned files, never changing a line the user wrote.
 
 ``scaffold neuron update`` renders the neuron as if new, then, for each user-owned file that
-already exists, this module works out what the proto added since: a stub (or, when the store
-it needs is already set up, the standard implementation) for each new RPC inside the user's
-own servicer class, a whole class for a new service, imports the new code needs, and tests for
-new stubs. It edits the syntax tree with libcst and only appends; RPCs the proto no longer has
-are reported, never deleted.
+already exists, this module works out what the proto added since: a stub for each new custom
+RPC inside the user's servicer class (standard methods live in the generated base.py), a whole
+class for a new service, imports the new code needs, and tests for new stubs. It edits the
+syntax tree with libcst and only appends. User methods whose RPC the proto no longer has, or
+whose request type changed, are reported, never deleted.
+
+Neurons made before base.py existed (scaffold 0.1) are migrated: their imports of the old
+in-tree ``runtime`` package are rewritten to ``scaffold_runtime``; nothing else changes.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ from pathlib import Path
 from generator.errors import ConflictError
 from generator.writer import FileOwner, Plan, PlannedFile
 
-_NOTES: list[str] = []
-_NEW_STUBS: set[str] = set()  # "Service.Method" stubs the current run added to methods.py
+
+
+class _Run:
+    """What one merge found: notes for the user and the stubs it added."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.new_stubs: set[str] = set()  # "Service.Method" stubs added to methods.py
 
 
 def _parse(path: Path):
@@ -87,7 +96,17 @@ def _aliases_in(text: str, neuron) -> set[str]:
     return {imp.alias for imp in neuron.imports if f"{imp.alias}." in text}
 
 
-def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
+def _annotation(fn, param: str) -> str:
+    """The annotation text of parameter ``param`` of a libcst FunctionDef ("" if none)."""
+    import libcst as cst
+
+    for p in fn.params.params:
+        if p.name.value == param and p.annotation is not None:
+            return cst.Module([]).code_for_node(p.annotation.annotation)
+    return ""
+
+
+def _merge_methods(path: Path, neuron, run: _Run) -> tuple[str, list[str]]:
     import libcst as cst
 
     from generator.render import environment
@@ -106,39 +125,73 @@ def _merge_methods(path: Path, neuron) -> tuple[str, list[str]]:
             new_classes.append(body)
             new_text += body
             added.append(f"class {name} (new service)")
-            _NEW_STUBS.update(f"{name}.{m.method.name}" for m in svc.methods if m.store is None)
+            run.new_stubs.update(f"{name}.{m.method.name}" for m in svc.custom_methods)
             continue
-        existing = _methods_of(classes[name])
-        class_src = module.code_for_node(classes[name])
+        functions = {s.name.value: s for s in classes[name].body.body if isinstance(s, cst.FunctionDef)}
+        base_text = module.code_for_node(classes[name].bases[0]) if classes[name].bases else ""
+        old_style = "base." not in base_text  # a 0.1 servicer: subclasses the grpc servicer itself
         for m in svc.methods:
-            if m.method.name in existing:
+            fn = functions.get(m.method.name)
+            if fn is not None:
+                given = _annotation(fn, "request") or _annotation(fn, "request_iterator")
+                if given and m.request not in given:
+                    run.notes.append(f"{path.name}: {name}.{m.method.name} takes {given}, but the proto now sends "
+                                     f"{m.request}: update your override")
+                if m.store is not None and not old_style and "TODO: implement" in module.code_for_node(fn):
+                    run.notes.append(f"{path.name}: {name}.{m.method.name} is still a stub, but base.py now implements "
+                                     "it on Firestore: delete the stub to use it")
                 continue
-            if m.store is not None and f"self.{m.store.attr} =" not in class_src:
-                m = type(m)(m.method, m.request, m.response, None)  # no store in the user's class: a stub
+            if m.store is not None and not old_style:
+                continue  # the generated base implements it
+            if m.store is not None:
+                m = type(m)(m.method, m.request, m.response, None)  # an old-style class: a stub
             text = method_tpl.render(m=m, neuron=neuron)
             new_text += text
             snippet = cst.parse_module("class _New:\n" + text)
             additions.setdefault(name, []).extend(snippet.body[0].body.body)
             added.append(f"{name}.{m.method.name}")
-            if m.store is None:
-                _NEW_STUBS.add(f"{name}.{m.method.name}")
-        for gone in sorted(existing - {m.method.name for m in svc.methods} - {"__init__"}):
-            if not gone.startswith("_"):
-                _NOTES.append(f"{path.name}: {name}.{gone} is not an RPC of the proto any more; kept as you wrote it")
+            run.new_stubs.add(f"{name}.{m.method.name}")
+        rpcs = {m.method.name for m in svc.methods}
+        for gone in sorted(set(functions) - rpcs - {"__init__"}):
+            if not gone.startswith("_") and gone[:1].isupper():
+                run.notes.append(f"{path.name}: {name}.{gone} is not an RPC of the proto any more; kept as you wrote it "
+                                 "(delete it when you no longer need it)")
+        if old_style:
+            run.notes.append(f"{path.name}: {name} subclasses {base_text or 'no base'}; make it subclass "
+                             f"base.{svc.base_class} to get the generated standard methods")
 
     class Adder(cst.CSTTransformer):
         def leave_ClassDef(self, original, updated):
             extra = additions.get(updated.name.value)
             if not extra:
                 return updated
-            return updated.with_changes(body=updated.body.with_changes(body=[*updated.body.body, *extra]))
+            body = [s for s in updated.body.body if not _is_pass(s)]
+            return updated.with_changes(body=updated.body.with_changes(body=[*body, *extra]))
 
     module = module.visit(Adder())
     module = _add_imports(module, neuron, _aliases_in(new_text, neuron), "Iterator[" in new_text)
+    if new_classes and "base" not in _imported_names(module):
+        module = _append_import(module, "import base\n")
     code = module.code
     for body in new_classes:
         code = code.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     return code, added
+
+
+def _is_pass(stmt) -> bool:
+    import libcst as cst
+
+    return isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(x, cst.Pass) for x in stmt.body)
+
+
+def _append_import(module, text: str):
+    import libcst as cst
+
+    body = list(module.body)
+    last_import = max((i for i, stmt in enumerate(body) if isinstance(stmt, cst.SimpleStatementLine)
+                       and any(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)), default=-1)
+    body.insert(last_import + 1, cst.parse_statement(text))
+    return module.with_changes(body=body)
 
 
 def _merge_tests(path: Path, svc, neuron, new_stubs: set[str]) -> tuple[str, list[str]]:
@@ -151,6 +204,8 @@ def _merge_tests(path: Path, svc, neuron, new_stubs: set[str]) -> tuple[str, lis
     methods_src = ""
     added = []
     for m in svc.methods:
+        if m.store is not None:
+            m = type(m)(m.method, m.request, m.response, None)
         test_name = f"test_{_snake(m.method.name)}_is_a_stub_until_implemented"
         if f"{svc.service.name}.{m.method.name}" in new_stubs and test_name not in have:
             methods_src += tpl.render(m=m, neuron=neuron)
@@ -174,28 +229,80 @@ def _snake(name: str) -> str:
     return snake(name)
 
 
-def merge_user_files(root: Path, plan: Plan, neuron) -> Plan:
-    """Replace planned user-owned files that exist with the user's file plus what is new."""
-    _NOTES.clear()
-    _NEW_STUBS.clear()
+def migrate_runtime_imports(text: str) -> str:
+    """Rewrite imports of a 0.1 neuron's in-tree ``runtime`` package to ``scaffold_runtime``."""
+    import libcst as cst
+
+    class Rewriter(cst.CSTTransformer):
+        def leave_ImportFrom(self, original, updated):
+            if updated.module is None or updated.relative:
+                return updated
+            full = cst.helpers.get_full_name_for_node(updated.module) or ""
+            if full == "runtime" or full.startswith("runtime."):
+                return updated.with_changes(module=cst.parse_expression("scaffold_" + full))
+            return updated
+
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError:
+        return text
+    return module.visit(Rewriter()).code
+
+
+def merge_user_files(root: Path, plan: Plan, neuron) -> tuple[Plan, list[str]]:
+    """Replace planned user-owned files that exist with the user's file plus what is new.
+
+    Returns the new plan and notes for the user (added stubs, overrides to look at).
+    """
+    run = _Run()
     merged = Plan()
     tests_by_path = {f"tests/{s.test_module}.py": s for s in neuron.services}
-    for f in plan.files:
+    # methods.py first: the tests added depend on the stubs it adds.
+    ordered = sorted(plan.files, key=lambda f: f.path != "methods.py")
+    for f in ordered:
         target = root / f.path
         if f.owner is not FileOwner.USER or not target.exists():
             merged.files.append(f)
             continue
-        if f.path == "methods.py":
-            code, added = _merge_methods(target, neuron)
-        elif f.path in tests_by_path:
-            code, added = _merge_tests(target, tests_by_path[f.path], neuron, _NEW_STUBS)
+        original = target.read_text(encoding="utf-8")
+        migrated = migrate_runtime_imports(original) if "runtime" in original else original
+        if migrated != original:
+            run.notes.append(f"{f.path}: imports of the old runtime/ folder now use scaffold_runtime")
+            target_text = migrated
         else:
-            merged.files.append(f)
-            continue
+            target_text = original
+        if f.path == "methods.py":
+            code, added = _merge_methods_text(target, target_text, neuron, run)
+        elif f.path in tests_by_path:
+            code, added = _merge_tests_text(target, target_text, tests_by_path[f.path], neuron, run.new_stubs)
+        else:
+            code, added = target_text, []
         for a in added:
-            _NOTES.append(f"{f.path}: added {a}")
-        if added:
+            run.notes.append(f"{f.path}: added {a}")
+        if code != original:
             merged.files.append(PlannedFile(f.path, code, FileOwner.USER, replace=True))
         else:
             merged.files.append(f)
-    return merged
+    order = {f.path: i for i, f in enumerate(plan.files)}
+    merged.files.sort(key=lambda f: order.get(f.path, len(order)))
+    return merged, run.notes
+
+
+def _with_text(path: Path, text: str, fn, *args):
+    """Run a merge step on ``text`` as if it were the content of ``path``."""
+    import tempfile
+
+    if path.read_text(encoding="utf-8") == text:
+        return fn(path, *args)
+    with tempfile.TemporaryDirectory(prefix="scaffold-merge-") as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(text, encoding="utf-8")
+        return fn(copy, *args)
+
+
+def _merge_methods_text(path: Path, text: str, neuron, run: _Run):
+    return _with_text(path, text, _merge_methods, neuron, run)
+
+
+def _merge_tests_text(path: Path, text: str, svc, neuron, new_stubs: set[str]):
+    return _with_text(path, text, _merge_tests, svc, neuron, new_stubs)

@@ -34,23 +34,33 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0"})
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2"})
+# Stubs and the gRPC runtime must match the grpcio-tools that generated them.
+_TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection")
+
+
+def extras(uses_firestore: bool, gateway: bool = False) -> tuple[str, ...]:
+    """The scaffold-runtime extras a neuron needs. ``id-token`` always: AUTH_MODE is a deploy-time choice."""
+    return tuple(e for e, on in (("firestore", uses_firestore), ("gateway", gateway), ("id-token", True)) if on)
 
 
 def requirements(uses_firestore: bool, gateway: bool = False) -> list[tuple[str, str]]:
+    """Exact pins for every dependency scaffold-runtime declares for the neuron's extras.
+
+    Derived from the runtime's own metadata, so a neuron cannot miss what an extra needs.
+    """
+    from generator.runtime_dist import requirement_name, wheel
+
+    w = wheel()
+    names: list[str] = []
+    for req in (*w.core, *(r for e in extras(uses_firestore, gateway) for r in w.extras[e])):
+        name = requirement_name(req)
+        if name not in names:
+            names.append(name)
     tools = _installed("grpcio-tools")
-    pins = [
-        ("grpcio", tools),
-        ("grpcio-health-checking", tools),
-        ("grpcio-reflection", tools),
-        ("protobuf", _installed("protobuf")),
-        ("googleapis-common-protos", _installed("googleapis-common-protos")),
-        # AUTH_MODE=id-token verifies Google-signed tokens with google-auth over requests.
-        ("google-auth", _installed("google-auth")),
-        ("requests", _installed("requests")),
-    ]
-    if gateway:  # gateway.py: the HTTP/JSON gateway
-        pins += [(d, _installed(d) or FALLBACK[d]) for d in ("starlette", "uvicorn")]
-    if uses_firestore:
-        pins.append(("google-cloud-firestore", _installed("google-cloud-firestore") or FALLBACK["google-cloud-firestore"]))
-    return [(name, version) for name, version in pins if version]
+    out = []
+    for name in names:
+        version = tools if name in _TOOLS_PINNED else (_installed(name) or FALLBACK.get(name))
+        if version:
+            out.append((name, version))
+    return out

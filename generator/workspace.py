@@ -26,6 +26,7 @@ class Workspace:
     product: str
     gcp_project: str = ""
     region: str = DEFAULT_REGION
+    runtime_index: str = ""  # [runtime] index_url: install scaffold-runtime from this index, not wheels/
 
     @property
     def proto_root(self) -> Path:
@@ -125,8 +126,12 @@ def load(path: Path) -> Workspace:
         ) from None
     except UsageError as exc:
         raise WorkspaceError(f"{path}: {exc.message}") from None
+    index = str(data.get("runtime", {}).get("index_url", ""))
+    if index and not re.match(r"^https?://\S+$", index):
+        raise WorkspaceError(f"{path}: [runtime] index_url {index!r} is not an http(s) URL",
+                             hint='e.g. index_url = "https://europe-west1-python.pkg.dev/PROJECT/REPO/simple/"')
     return Workspace(
-        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION))
+        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION)), index
     )
 
 

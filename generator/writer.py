@@ -13,6 +13,7 @@ discarded next time); a run killed after it is finished by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import json
@@ -36,12 +37,14 @@ class Action(enum.Enum):
     IDENTICAL = "identical"
     UPDATE = "update"
     SKIP = "skip"
+    DELETE = "delete"
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
 class PlannedFile:
     path: str
-    content: str | bytes
+    content: str | bytes | None  # None: remove the file (a generated file the neuron no longer has)
     owner: FileOwner
     replace: bool = False
     """For USER files: the caller derived ``content`` from the existing file, so replace it."""
@@ -68,6 +71,12 @@ class Plan:
             raise UsageError(f"two outputs want the same path {safe!r}")
         self.files.append(PlannedFile(safe, content, owner, force, executable, private))
 
+    def remove(self, path: str) -> None:
+        """Delete a generated file that is no longer produced (kept, as a conflict, if hand-edited)."""
+        safe = _safe_relpath(path)
+        if not any(f.path == safe for f in self.files):
+            self.files.append(PlannedFile(safe, None, FileOwner.GENERATED))
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -85,35 +94,50 @@ def _safe_relpath(path: str) -> str:
     return p.as_posix()
 
 
-def decide(root: Path, plan: Plan) -> list[Outcome]:
-    """What writing ``plan`` under ``root`` would do, file by file, without writing."""
+def decide(root: Path, plan: Plan, recorded: dict[str, str] | None = None, *, force: bool = False) -> list[Outcome]:
+    """What writing ``plan`` under ``root`` would do, file by file, without writing.
+
+    ``recorded``: sha256 of each generated file as scaffold last wrote it. A generated file
+    whose content no longer matches is a hand edit: CONFLICT, unless ``force``.
+    """
+    from generator.provenance import sha256
+
+    recorded = recorded or {}
     outcomes = []
     for f in plan.files:
         target = root / f.path
         if not target.exists():
-            outcomes.append(Outcome(f.path, Action.CREATE, f.owner))
+            if f.content is not None:
+                outcomes.append(Outcome(f.path, Action.CREATE, f.owner))
             continue
         if target.is_dir():
             raise ConflictError(f"{target} is a folder; expected a file there")
-        new = f.content.encode("utf-8") if isinstance(f.content, str) else f.content
         old = target.read_bytes()
+        edited = f.owner is FileOwner.GENERATED and f.path in recorded and sha256(old) != recorded[f.path]
+        if f.content is None:
+            if edited and not force:
+                outcomes.append(Outcome(f.path, Action.CONFLICT, f.owner, reason="no longer generated, but edited by hand"))
+            else:
+                outcomes.append(Outcome(f.path, Action.DELETE, f.owner, reason="no longer generated"))
+            continue
+        new = f.content.encode("utf-8") if isinstance(f.content, str) else f.content
         if old == new:
             outcomes.append(Outcome(f.path, Action.IDENTICAL, f.owner))
+        elif edited and not force:
+            outcomes.append(Outcome(f.path, Action.CONFLICT, f.owner, _diff(f.path, old, f.content),
+                                    reason="generated, but edited by hand"))
         elif f.owner is FileOwner.GENERATED or f.replace:
-            diff = ""
-            if isinstance(f.content, str):
-                diff = "".join(
-                    difflib.unified_diff(
-                        old.decode("utf-8", "replace").splitlines(keepends=True),
-                        f.content.splitlines(keepends=True),
-                        fromfile=f"a/{f.path}",
-                        tofile=f"b/{f.path}",
-                    )
-                )
-            outcomes.append(Outcome(f.path, Action.UPDATE, f.owner, diff))
+            outcomes.append(Outcome(f.path, Action.UPDATE, f.owner, _diff(f.path, old, f.content)))
         else:
             outcomes.append(Outcome(f.path, Action.SKIP, f.owner, reason="user-owned, kept as is"))
     return outcomes
+
+
+def _diff(path: str, old: bytes, new: str | bytes) -> str:
+    if not isinstance(new, str):
+        return ""
+    return "".join(difflib.unified_diff(old.decode("utf-8", "replace").splitlines(keepends=True),
+                                        new.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}"))
 
 
 def recover(root: Path) -> None:
@@ -131,9 +155,20 @@ def _apply(root: Path, txn: Path, entries: list[dict]) -> None:
     for entry in entries:
         staged = txn / "files" / entry["path"]
         target = root / entry["path"]
-        if staged.exists():
+        if entry.get("delete"):
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            _prune(target.parent, root)
+        elif staged.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
+
+
+def _prune(folder: Path, root: Path) -> None:
+    """Remove folders a deletion left empty, up to (not including) ``root``."""
+    while folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _fsync_write(path: Path, content: str | bytes, mode: int) -> None:
@@ -146,16 +181,28 @@ def _fsync_write(path: Path, content: str | bytes, mode: int) -> None:
         os.fsync(fh.fileno())
 
 
-def write(root: Path, plan: Plan, *, dry_run: bool = False) -> list[Outcome]:
-    """Apply ``plan`` under ``root`` all-or-nothing; return what happened to each file."""
+def write(root: Path, plan: Plan, *, dry_run: bool = False, recorded: dict[str, str] | None = None,
+          force: bool = False) -> list[Outcome]:
+    """Apply ``plan`` under ``root`` all-or-nothing; return what happened to each file.
+
+    Raises ConflictError, writing nothing, when a generated file was edited by hand (see
+    :func:`decide`) and ``force`` is not set.
+    """
     root = root.resolve()
     if root.exists():
         recover(root)
-    outcomes = decide(root, plan)
+    outcomes = decide(root, plan, recorded, force=force)
     if dry_run:
         return outcomes
+    conflicts = [o.path for o in outcomes if o.action is Action.CONFLICT]
+    if conflicts:
+        raise ConflictError(
+            f"{len(conflicts)} generated file(s) in {root} were edited by hand: {', '.join(conflicts)}",
+            hint="move your changes into methods.py or tests/ (yours), or pass --force to overwrite them; "
+                 "--dry-run shows the differences. Nothing was written.",
+        )
     by_path = {f.path: f for f in plan.files}
-    changed = [o for o in outcomes if o.action in (Action.CREATE, Action.UPDATE)]
+    changed = [o for o in outcomes if o.action in (Action.CREATE, Action.UPDATE, Action.DELETE)]
     if not changed:
         return outcomes
     fresh = not root.exists()
@@ -167,6 +214,8 @@ def write(root: Path, plan: Plan, *, dry_run: bool = False) -> list[Outcome]:
     try:
         for o in changed:
             f = by_path[o.path]
+            if o.action is Action.DELETE:
+                continue
             mode = 0o600 if f.private else (0o755 if f.executable else 0o644)
             _fsync_write(files_dir / f.path, f.content, mode)
             if not f.private:
@@ -175,7 +224,7 @@ def write(root: Path, plan: Plan, *, dry_run: bool = False) -> list[Outcome]:
             root.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage_root, root)
             return outcomes
-        entries = [{"path": o.path} for o in changed]
+        entries = [{"path": o.path, **({"delete": True} if o.action is Action.DELETE else {})} for o in changed]
         _fsync_write(stage_root / "COMMIT", json.dumps(entries), 0o644)
     except BaseException:
         shutil.rmtree(stage_root, ignore_errors=True)

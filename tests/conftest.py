@@ -78,14 +78,10 @@ def corpus() -> Path:
 
 
 def _neuron_testing():
-    """The emulator helper every neuron ships (templates/neuron/runtime/testing.py), reused here."""
-    import importlib.util
+    """scaffold-runtime's emulator helpers (the same every neuron's tests use)."""
+    from scaffold_runtime import testing
 
-    path = REPO / "templates" / "neuron" / "runtime" / "testing.py"
-    spec = importlib.util.spec_from_file_location("scaffold_neuron_testing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return testing
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +93,20 @@ def emulator():
         yield emu
 
 
-def run_neuron_tests(root: Path, *args: str):
-    """A generated neuron's own test suite, run the way a user runs it (pytest in its folder)."""
+def run_neuron_tests(root: Path, *args: str, emulator=None):
+    """A generated neuron's own test suite, run the way a user runs it (pytest in its folder).
+
+    With ``emulator`` (the session's), the suite uses it instead of starting its own, under a
+    project id of its own so runs never see each other's data.
+    """
     import subprocess
     import sys
+    import uuid
 
-    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "PYTHONPATH", "GOOGLE_CLOUD_PROJECT")}
+    if emulator is not None:
+        env["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        env["GOOGLE_CLOUD_PROJECT"] = f"demo-{uuid.uuid4().hex[:12]}"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *args],
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
