@@ -68,7 +68,7 @@ def _metadata(ver: str, core: list[str], extras: dict[str, list[str]], summary: 
     lines += [f"Requires-Dist: {r}" for r in core]
     for extra, reqs in extras.items():
         lines.append(f"Provides-Extra: {extra}")
-        lines += [f'Requires-Dist: {r}; extra == "{extra}"' for r in reqs]
+        lines += [f"Requires-Dist: {r}; extra == '{extra}'" for r in reqs]
     return "\n".join(lines) + "\n"
 
 
