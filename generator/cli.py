@@ -243,8 +243,9 @@ def neuron_check(
             echo(f"        {p}")
         stale += bool(problems)
     if stale:
-        raise StaleError(f"{stale} of {len(roots)} neuron(s) need `scaffold neuron update`"
-                         + (" --all" if all_neurons else ""))
+        command = "scaffold neuron update --all" if all_neurons else "scaffold neuron update"
+        raise StaleError(f"{stale} of {len(roots)} neuron(s) need `{command}`",
+                         hint="a hand-edited generated file is a conflict: move the change into methods.py, or --force")
 
 
 @app.command("openapi")

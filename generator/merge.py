@@ -3,7 +3,7 @@
 ``scaffold neuron update`` renders the neuron as if new, then, for each user-owned file that
 already exists, this module works out what the proto added since: a stub for each new custom
 RPC inside the user's servicer class (standard methods live in the generated base.py), a whole
-class for a new service, imports the new code needs, and tests for new stubs. It edits the
+class for a new service, imports the new code needs, It edits the
 syntax tree with libcst and only appends. User methods whose RPC the proto no longer has, or
 whose request type changed, are reported, never deleted.
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 from generator.errors import ConflictError
 from generator.writer import FileOwner, Plan, PlannedFile
-
 
 
 class _Run:
@@ -194,29 +193,6 @@ def _append_import(module, text: str):
     return module.with_changes(body=body)
 
 
-def _merge_tests(path: Path, svc, neuron, new_stubs: set[str]) -> tuple[str, list[str]]:
-    """Append a test for each RPC whose stub this run added to methods.py (and only those)."""
-    from generator.render import environment
-
-    module = _parse(path)
-    have = _functions(module)
-    tpl = environment().get_template("neuron/tests/_unimplemented.py.j2")
-    methods_src = ""
-    added = []
-    for m in svc.methods:
-        if m.store is not None:
-            m = type(m)(m.method, m.request, m.response, None)
-        test_name = f"test_{_snake(m.method.name)}_is_a_stub_until_implemented"
-        if f"{svc.service.name}.{m.method.name}" in new_stubs and test_name not in have:
-            methods_src += tpl.render(m=m, neuron=neuron)
-            added.append(test_name)
-    if not added:
-        return module.code, []
-
-    module = _add_imports(module, neuron, _aliases_in(methods_src, neuron))
-    return module.code.rstrip("\n") + "\n" + methods_src.rstrip("\n") + "\n", added
-
-
 def _functions(module) -> set[str]:
     import libcst as cst
 
@@ -256,10 +232,7 @@ def merge_user_files(root: Path, plan: Plan, neuron) -> tuple[Plan, list[str]]:
     """
     run = _Run()
     merged = Plan()
-    tests_by_path = {f"tests/{s.test_module}.py": s for s in neuron.services}
-    # methods.py first: the tests added depend on the stubs it adds.
-    ordered = sorted(plan.files, key=lambda f: f.path != "methods.py")
-    for f in ordered:
+    for f in plan.files:
         target = root / f.path
         if f.owner is not FileOwner.USER or not target.exists():
             merged.files.append(f)
@@ -273,9 +246,7 @@ def merge_user_files(root: Path, plan: Plan, neuron) -> tuple[Plan, list[str]]:
             target_text = original
         if f.path == "methods.py":
             code, added = _merge_methods_text(target, target_text, neuron, run)
-        elif f.path in tests_by_path:
-            code, added = _merge_tests_text(target, target_text, tests_by_path[f.path], neuron, run.new_stubs)
-        else:
+        else:  # user tests: scaffold's tests of stubs live in the generated contract files
             code, added = target_text, []
         for a in added:
             run.notes.append(f"{f.path}: added {a}")
@@ -283,8 +254,6 @@ def merge_user_files(root: Path, plan: Plan, neuron) -> tuple[Plan, list[str]]:
             merged.files.append(PlannedFile(f.path, code, FileOwner.USER, replace=True))
         else:
             merged.files.append(f)
-    order = {f.path: i for i, f in enumerate(plan.files)}
-    merged.files.sort(key=lambda f: order.get(f.path, len(order)))
     return merged, run.notes
 
 
@@ -302,7 +271,3 @@ def _with_text(path: Path, text: str, fn, *args):
 
 def _merge_methods_text(path: Path, text: str, neuron, run: _Run):
     return _with_text(path, text, _merge_methods, neuron, run)
-
-
-def _merge_tests_text(path: Path, text: str, svc, neuron, new_stubs: set[str]):
-    return _with_text(path, text, _merge_tests, svc, neuron, new_stubs)

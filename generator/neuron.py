@@ -194,6 +194,17 @@ def _aliases(modules: list[str]) -> dict[str, str]:
     return out
 
 
+def _testing_names(stores, methods) -> tuple[str, ...]:
+    """What a contract test module imports from scaffold_runtime.testing."""
+    stores = list(stores)
+    names = ["is_stub"] if any(m.store is None for m in methods) else []
+    if stores:
+        names.append("sample")
+    if any(s.resource.parent_pattern for s in stores):
+        names.append("sample_parent")
+    return tuple(sorted(names))
+
+
 def _first(fields, pred) -> str:
     return next((f.name for f in fields if pred(f)), "")
 
@@ -306,13 +317,12 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 methods=nm,
                 stores=tuple(final.values()),
                 test_imports=import_block(
-                    (i for i in imports if any(t.startswith(i.alias + ".") for t in [g + ".", *(x.request for x in nm if x.store is None)])),
+                    (i for i in imports if i.alias == g),
                     (ImportLine("grpc_health.v1", ("health_pb2", "health_pb2_grpc")),), modules_first=("grpc", "pytest")),
                 contract_imports=import_block(
                     (i for i in imports if any(t.startswith(i.alias + ".") for t in
-                                               [g + ".", *(x.request for x in nm if x.store), *(s.message for s in final.values())])),
-                    (ImportLine("scaffold_runtime.testing", ("sample", "sample_parent") if any(
-                        s.resource.parent_pattern for s in final.values()) else ("sample",)),),
+                                               [g + ".", *(x.request for x in nm), *(s.message for s in final.values())])),
+                    (ImportLine("scaffold_runtime.testing", _testing_names(final.values(), nm)),),
                     modules_first=("grpc", "pytest")),
             )
         )
@@ -413,9 +423,8 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
     p.add("tests/conftest.py", render("neuron/tests/conftest.py.j2", **ctx), FileOwner.USER)
     for svc in neuron.services:
         p.add(f"tests/{svc.test_module}.py", render("neuron/tests/test_service.py.j2", svc=svc, **ctx), FileOwner.USER)
-        if svc.stores:
-            p.add(f"tests/{svc.contract_module}.py", render("neuron/tests/test_contract.py.j2", svc=svc, **ctx),
-                  FileOwner.GENERATED)
+        p.add(f"tests/{svc.contract_module}.py", render("neuron/tests/test_contract.py.j2", svc=svc, **ctx),
+              FileOwner.GENERATED)
     folders: set[str] = set()
     for rel, data in stubs.items():
         p.add(rel, data, FileOwner.GENERATED)

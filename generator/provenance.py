@@ -83,7 +83,7 @@ def load(root: Path) -> Record | None:
         )
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as exc:
         raise ConflictError(f"cannot read {path}: {exc}",
-                            hint=f"restore it from version control, or delete it and run `scaffold neuron update --force`") from None
+                            hint="restore it from version control, or delete it and run `scaffold neuron update --force`") from None
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -52,7 +52,7 @@ def source_root() -> Path:
 
 def version() -> str:
     text = (source_root() / "src" / PACKAGE / "__init__.py").read_text(encoding="utf-8")
-    match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
+    match = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
     if not match:
         raise ToolError("scaffold-runtime's __init__.py has no __version__")
     return match.group(1)

@@ -14,6 +14,29 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the slow tier (fuzzing, kills, load, wheel builds, the real-proto corpus)")
+
+
+# The slow tier, by file or by test: fuzzing, kills, outages and load, wheel builds.
+SLOW = ("test_fuzz.py", "test_cli_kill.py", "test_wheel.py", "test_reliability.py::test_database_outage",
+        "test_reliability.py::test_bounded_load", "test_reliability.py::test_sigterm_during_load")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        where = item.nodeid.rsplit("/", 1)[-1]
+        if any(where.startswith(s) for s in SLOW):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--slow") or os.environ.get("SCAFFOLD_SLOW", "").lower() in ("1", "true", "yes"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def need(condition: bool, what: str) -> None:
     """Skip when a real dependency is missing; under CI a missing dependency fails the test."""
     if condition:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 def main() -> int:
     import server
+
     from scaffold_runtime.testing import uses_firestore
 
     needs_db = uses_firestore()

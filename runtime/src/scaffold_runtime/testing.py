@@ -191,3 +191,21 @@ def sample_parent(pattern: str, seed: int = 1) -> str:
     """A parent name for a nested pattern: ``shelves/{shelf}/books/{book}`` -> ``shelves/shelf-1``."""
     segments = pattern.split("/")[:-2]
     return "/".join(f"{s[1:-1].replace('_', '-')}-{seed}" if s.startswith("{") else s for s in segments)
+
+
+STUB_MARKER = "TODO: implement"
+
+
+def is_stub(cls, method: str) -> bool:
+    """Whether ``cls.method`` still answers UNIMPLEMENTED as generated: inherited from a base
+    that does not implement it, or a stub scaffold wrote (it carries ``# TODO: implement``)."""
+    import inspect
+
+    fn = getattr(cls, method, None)
+    if fn is None:
+        return False
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return STUB_MARKER in source
