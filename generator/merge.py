@@ -61,6 +61,8 @@ def _add_imports(module, neuron, wanted_aliases: set[str], needs_iterator: bool 
 
     have = _imported_names(module)
     lines = []
+    if "grpc" in wanted_aliases and "grpc" not in have:
+        lines.append(cst.parse_statement("import grpc\n"))
     if needs_iterator and "Iterator" not in have:
         lines.append(cst.parse_statement("from collections.abc import Iterator\n"))
     for imp in neuron.imports:
@@ -92,7 +94,7 @@ def _class_nodes(module) -> dict:
 
 
 def _aliases_in(text: str, neuron) -> set[str]:
-    return {imp.alias for imp in neuron.imports if f"{imp.alias}." in text}
+    return {imp.alias for imp in neuron.imports if f"{imp.alias}." in text} | ({"grpc"} if "grpc." in text else set())
 
 
 def _annotation(fn, param: str) -> str:

@@ -60,7 +60,7 @@ class Emulator:
     def wipe(self, database: str = "(default)") -> None:
         """Delete every document of this project's ``database`` (the emulator's reset endpoint)."""
         url = f"http://{self.host}/emulator/v1/projects/{self.project}/databases/{database}/documents"
-        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=60).close()
 
 
 def running_emulator() -> Emulator | None:
