@@ -37,6 +37,12 @@ def echo(value) -> str:
     return repr(text[:ECHO_LIMIT] + "…") if len(text) > ECHO_LIMIT else repr(text)
 
 
+def field_list(names: list[str], limit: int = 5) -> str:
+    """``names`` joined for a message: the first ``limit`` (each cut short) and how many more."""
+    shown = ", ".join(n if len(n) <= ECHO_LIMIT else n[:ECHO_LIMIT] + "…" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def is_safe_id(segment: str) -> bool:
     """Whether ``segment`` can be one resource id: non-empty, no ``/``, not reserved, no ``:``."""
     return bool(segment) and "/" not in segment and not UNSAFE_ID.search(segment) and len(segment.encode()) <= 1500

@@ -272,7 +272,7 @@ class ResourceStore:
             aip.clear_output_only(msg)
             missing = [m for m in aip.missing_required(msg) if m != self.name_field]  # the server names it
             if missing:
-                raise aip.InvalidArgument(f"missing required field(s): {', '.join(missing)}")
+                raise aip.InvalidArgument(f"missing required field(s): {aip.field_list(missing)}")
             name = f"{path}/{resource_id}"
             setattr(msg, self.name_field, name)
             self._stamp(msg, created=True)
@@ -341,7 +341,7 @@ class ResourceStore:
                         aip.apply_map_key(resource, updated, where, fd, key)
                 missing = aip.missing_required(updated)
                 if missing:
-                    raise aip.InvalidArgument(f"the update would clear required field(s): {', '.join(missing)}")
+                    raise aip.InvalidArgument(f"the update would clear required field(s): {aip.field_list(missing)}")
                 setattr(updated, self.name_field, name)
                 self._stamp(updated, created=False)
                 data = codec.to_document(updated)
