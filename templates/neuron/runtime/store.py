@@ -103,13 +103,20 @@ class ResourceStore:
         self.id_field = id_field
         self.collection_id = self._patterns[0].collection_id
         self.nested = bool(self._patterns[0].parent)
-        self.parent_store = parent_store
+        self.parent_store: ResourceStore | None = None
         self.children: list[ResourceStore] = []
         if parent_store is not None:
-            parent_store.children.append(self)
+            self.set_parent(parent_store)
         fields = self.cls.DESCRIPTOR.fields_by_name
         self._create_time = "create_time" if "create_time" in fields else ""
         self._update_time = "update_time" if "update_time" in fields else ""
+
+    def set_parent(self, parent_store: ResourceStore) -> None:
+        """Make ``parent_store`` (the parent resource's store, same neuron) this one's parent:
+        the same as passing ``parent_store=`` to the constructor, for stores built in any order."""
+        self.parent_store = parent_store
+        if self not in parent_store.children:
+            parent_store.children.append(self)
 
     # -- validation -----------------------------------------------------------------------
     def _formats(self, parents: bool = False) -> str:
