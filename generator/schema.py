@@ -110,6 +110,21 @@ class Resource:
         return True
 
     @property
+    def storable_patterns(self) -> tuple[str, ...]:
+        """Every pattern a Firestore store can serve (each alternates collection/{id})."""
+        return tuple(p for p in self.patterns if Resource(self.type, (p,), self.singular, self.plural).storable)
+
+    @property
+    def name_shapes(self) -> tuple[str, ...]:
+        """Storable patterns with their variables blanked (``shelves/*``), to compare resources."""
+        return tuple(re.sub(r"\{[^}]*\}", "*", p) for p in self.storable_patterns)
+
+    @property
+    def parent_shapes(self) -> tuple[str, ...]:
+        """The parent part of every name shape ("" for a top-level collection)."""
+        return tuple(dict.fromkeys(p.rsplit("/", 2)[0] if p.count("/") > 1 else "" for p in self.name_shapes))
+
+    @property
     def name_regex(self) -> str:
         parts = ["[^/]+" if s.startswith("{") else re.escape(s) for s in self.segments]
         return "^" + "/".join(parts) + "$"
@@ -171,6 +186,7 @@ class StandardMethod:
     name_field: str = "name"  # Get/Delete: request field holding the name
     allow_missing_field: str = ""  # Update/Delete: AIP-134/135 allow_missing
     etag_field: str = ""
+    force_field: str = ""  # Delete: AIP-135 "force" (bool) deletes child resources too
 
 
 @dataclass(frozen=True)
@@ -486,6 +502,7 @@ class _Builder:
                     r,
                     allow_missing_field="allow_missing" if req.field("allow_missing") else "",
                     etag_field="etag" if req.field("etag") else "",
+                    force_field="force" if req.field("force") is not None and req.field("force").type == "bool" else "",
                 )
         return None
 

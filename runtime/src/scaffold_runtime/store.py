@@ -1,18 +1,24 @@
 """AIP standard methods (Get, List, Create, Update, Delete) on Firestore.
 
 A resource name is also its Firestore document path: ``shelves/s1/books/b1`` is document
-``b1`` in collection ``shelves/s1/books``. Every method validates its input first and maps
-failures onto the gRPC codes AIP-193 expects; Firestore outages become UNAVAILABLE.
+``b1`` in collection ``shelves/s1/books``. A resource may have several name patterns
+(``projects/{p}/secrets/{s}`` and ``projects/{p}/locations/{l}/secrets/{s}``): every one is
+accepted. Every method validates its input first and maps failures onto the gRPC codes AIP-193
+expects; Firestore outages become UNAVAILABLE; anything unexpected becomes INTERNAL with a
+generic message (the exception is logged), never UNKNOWN.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import logging
 import os
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.api_core import exceptions as gexc
@@ -22,55 +28,126 @@ from google.protobuf import field_mask_pb2
 from scaffold_runtime import aip, codec
 
 log = logging.getLogger("scaffold_runtime.store")
-_UNSAFE_ID = re.compile(r"^(\.|\.\.|__.*__)$")
 # Every database call is bounded: FIRESTORE_TIMEOUT_SECONDS, or less when the caller's
 # deadline is nearer. Reads are retried within that bound (safe to repeat); writes are not
 # (a retried create or delete could report ALREADY_EXISTS or NOT_FOUND for its own success).
 TIMEOUT = float(os.environ.get("FIRESTORE_TIMEOUT_SECONDS", "5"))
 _TRANSIENT = retries.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError)
 UPDATE_ATTEMPTS = 10
+DELETE_BATCH = 400  # documents per batch when Delete(force=True) removes children
+# A List page stops before its response would pass what the client accepts: GRPC_MAX_SEND_BYTES
+# (default gRPC's 4 MiB receive limit) minus headroom for the token and framing.
+DEFAULT_MAX_SEND_BYTES = 4 * 1024 * 1024
+PAGE_HEADROOM = 64 * 1024
+_ITEM_OVERHEAD = 8  # tag + length prefix of one repeated element, at most
+
+
+def max_page_bytes() -> int:
+    """Bytes of resources one List page may carry (GRPC_MAX_SEND_BYTES minus headroom)."""
+    return max(1, int(os.environ.get("GRPC_MAX_SEND_BYTES", "") or DEFAULT_MAX_SEND_BYTES) - PAGE_HEADROOM)
 
 
 class _Contended(Exception):
     """An update lost its precondition race UPDATE_ATTEMPTS times in a row."""
 
 
-class ResourceStore:
-    """One resource type's collection. Servicer methods call these and return the result."""
+class _HasChildren(Exception):
+    """Delete without ``force`` of a resource that still has child resources."""
 
-    def __init__(self, client, message_cls, pattern: str, *, id_field: str = "", name_field: str = "name") -> None:
+
+class _ParentNotFound(Exception):
+    """Create under a parent (a resource of this neuron) that does not exist."""
+
+
+def _segment_re(segments) -> re.Pattern:
+    return re.compile("^" + "/".join("[^/]+" if s.startswith("{") else re.escape(s) for s in segments) + "$")
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """One name pattern: ``shelves/{shelf}/books/{book}``."""
+
+    text: str
+    name_re: re.Pattern
+    parent_re: re.Pattern
+    parent: str  # "shelves/{shelf}", "" for a top-level collection
+    collection_id: str
+
+    @classmethod
+    def parse(cls, text: str) -> _Pattern:
+        segments = text.split("/")
+        return cls(text, _segment_re(segments), _segment_re(segments[:-2]), "/".join(segments[:-2]), segments[-2])
+
+
+class ResourceStore:
+    """One resource type's collection(s). Servicer methods call these and return the result.
+
+    ``pattern``: the resource's name pattern, or all of them (a sequence). ``parent_store``:
+    the store of the parent resource when it belongs to the same neuron; then Create under a
+    missing parent is NOT_FOUND and the parent's Delete refuses (FAILED_PRECONDITION) while
+    children exist, unless ``force``.
+    """
+
+    def __init__(self, client, message_cls, pattern: str | Sequence[str], *, id_field: str = "",
+                 name_field: str = "name", parent_store: ResourceStore | None = None) -> None:
         self.client = client
         self.cls = message_cls
-        self.pattern = pattern
+        self.patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
+        if not self.patterns:
+            raise ValueError("ResourceStore needs at least one name pattern")
+        self.pattern = self.patterns[0]
+        self._patterns = tuple(_Pattern.parse(p) for p in self.patterns)
         self.name_field = name_field
         self.id_field = id_field
-        segments = pattern.split("/")
-        self.collection_id = segments[-2]
-        self._name_re = re.compile("^" + "/".join("[^/]+" if s.startswith("{") else re.escape(s) for s in segments) + "$")
-        self._parent_re = re.compile("^" + "/".join("[^/]+" if s.startswith("{") else re.escape(s) for s in segments[:-2]) + "$")
-        self.nested = len(segments) > 2
+        self.collection_id = self._patterns[0].collection_id
+        self.nested = bool(self._patterns[0].parent)
+        self.parent_store: ResourceStore | None = None
+        self.children: list[ResourceStore] = []
+        if parent_store is not None:
+            self.set_parent(parent_store)
         fields = self.cls.DESCRIPTOR.fields_by_name
         self._create_time = "create_time" if "create_time" in fields else ""
         self._update_time = "update_time" if "update_time" in fields else ""
 
+    def set_parent(self, parent_store: ResourceStore) -> None:
+        """Make ``parent_store`` (the parent resource's store, same neuron) this one's parent:
+        the same as passing ``parent_store=`` to the constructor, for stores built in any order."""
+        self.parent_store = parent_store
+        if self not in parent_store.children:
+            parent_store.children.append(self)
+
     # -- validation -----------------------------------------------------------------------
+    def _formats(self, parents: bool = False) -> str:
+        texts = dict.fromkeys(p.parent if parents else p.text for p in self._patterns if p.parent or not parents)
+        return " or ".join(texts)
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is a valid name of this resource (any pattern, every id safe)."""
+        return (len(name.encode()) <= 1500 and any(p.name_re.match(name) for p in self._patterns)
+                and all(aip.is_safe_id(s) for s in name.split("/")))
+
     def _check_name(self, name: str, field: str = "name") -> str:
         if not name:
-            raise aip.InvalidArgument(f"{field} is required (format: {self.pattern})")
-        if not self._name_re.match(name) or any(_UNSAFE_ID.match(s) for s in name.split("/")) or len(name.encode()) > 1500:
-            raise aip.InvalidArgument(f"{field} {name!r} does not match the format {self.pattern}")
+            raise aip.InvalidArgument(f"{field} is required (format: {self._formats()})")
+        if not self.matches(name):
+            raise aip.InvalidArgument(f"{field} {aip.echo(name)} does not match the format {self._formats()}")
         return name
 
     def _collection_path(self, parent: str) -> str:
-        if not self.nested:
-            if parent:
-                raise aip.InvalidArgument(f"parent must be empty: {self.pattern} has no parent")
-            return self.collection_id
+        """The Firestore collection for ``parent``; the first pattern whose parent matches wins."""
         if not parent:
-            raise aip.InvalidArgument(f"parent is required (format: {'/'.join(self.pattern.split('/')[:-2])})")
-        if not self._parent_re.match(parent) or any(_UNSAFE_ID.match(s) for s in parent.split("/")):
-            raise aip.InvalidArgument(f"parent {parent!r} does not match the format {'/'.join(self.pattern.split('/')[:-2])}")
-        return f"{parent}/{self.collection_id}"
+            top = next((p for p in self._patterns if not p.parent), None)
+            if top is None:
+                raise aip.InvalidArgument(f"parent is required (format: {self._formats(parents=True)})")
+            return top.collection_id
+        nested = [p for p in self._patterns if p.parent]
+        if not nested:
+            raise aip.InvalidArgument(f"parent must be empty: {self.pattern} has no parent")
+        if all(aip.is_safe_id(s) for s in parent.split("/")):
+            for p in nested:
+                if p.parent_re.match(parent):
+                    return f"{parent}/{p.collection_id}"
+        raise aip.InvalidArgument(f"parent {aip.echo(parent)} does not match the format {self._formats(parents=True)}")
 
     # -- bounds ---------------------------------------------------------------------------
     def _timeout(self, context) -> float:
@@ -88,24 +165,37 @@ class ResourceStore:
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _errors(self, context, name: str = ""):
+        """Turn whatever the body raises into one gRPC status (never UNKNOWN) on ``context``."""
+        what = aip.echo(name) if name else "resource"
         try:
             yield
-        except aip.InvalidArgument as exc:
+        except (aip.InvalidArgument, codec.Unstorable) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except gexc.InvalidArgument as exc:  # e.g. a document over Firestore's 1 MiB limit
             log.info("firestore refused the request: %s", str(exc)[:200])
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the database refused this request (too large or malformed)")
+        except gexc.ResourceExhausted as exc:
+            if "exceeds maximum size" in str(exc):  # the write request itself was too large
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the resource is too large to store (the database holds 1 MiB)")
+            log.warning("firestore quota exhausted: %s", str(exc)[:300])
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the database is overloaded; retry later")
         except gexc.NotFound:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"{name or 'resource'} not found")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{what} not found")
+        except _ParentNotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"parent {aip.echo(exc.args[0])} not found")
+        except _HasChildren:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{what} has child resources: delete them first, or set force to delete them too")
         except (gexc.AlreadyExists, gexc.Conflict):
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{what} already exists")
         except (gexc.Aborted, _Contended):
             context.abort(grpc.StatusCode.ABORTED, "concurrent modification; retry the call")
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, gexc.InternalServerError) as exc:
             log.warning("firestore unavailable: %s", type(exc).__name__, extra={"fields": {"error": str(exc)[:300]}})
             context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later")
-        except gexc.GoogleAPICallError as exc:
-            log.error("firestore call failed: %s", exc, extra={"fields": {"resource": name}})
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against UNKNOWN
+            log.error("store call failed: %s", type(exc).__name__, exc_info=True,
+                      extra={"fields": {"resource": name[:200]}})
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
     def _now(self) -> datetime.datetime:
@@ -119,10 +209,11 @@ class ResourceStore:
             getattr(msg, self._update_time).FromDatetime(now)
 
     def _from_doc(self, snapshot):
-        return codec.from_document(self.cls, snapshot.to_dict())
+        return codec.from_document(self.cls, snapshot.to_dict(), snapshot.reference.path)
 
     # -- AIP-131 Get ----------------------------------------------------------------------
     def get(self, context, name: str):
+        """The resource called ``name``; aborts INVALID_ARGUMENT / NOT_FOUND / UNAVAILABLE."""
         with self._errors(context, name):
             self._check_name(name)
             snap = self.client.document(name).get(**self._read(context))
@@ -134,6 +225,8 @@ class ResourceStore:
     def list(self, context, page_size: int = 0, page_token: str = "", parent: str = "", where=()):
         """Return ``(resources, next_page_token)``; the token is empty on the last page.
 
+        A page holds at most ``page_size`` resources and stops early before the response
+        would pass :func:`max_page_bytes` (one resource larger than that still comes alone).
         ``where``: ``(field, op, value)`` filters (Firestore operators such as ``"=="``), e.g.
         parsed from an AIP-160 ``filter``; a page token only works with the same filters.
         """
@@ -152,39 +245,72 @@ class ResourceStore:
                 after = aip.decode_page_token(page_token, scope)
                 query = query.start_after({"__name__": collection.document(after)})
             snaps = list(query.limit(size + 1).stream(**self._read(context)))
-            items = [self._from_doc(s) for s in snaps[:size]]
+            items, budget = [], max_page_bytes()
+            for snap in snaps[:size]:
+                item = self._from_doc(snap)
+                budget -= item.ByteSize() + _ITEM_OVERHEAD
+                if budget < 0 and items:
+                    return items, aip.encode_page_token(snaps[len(items) - 1].id, scope)
+                items.append(item)
             token = aip.encode_page_token(snaps[size - 1].id, scope) if len(snaps) > size else ""
             return items, token
 
     # -- AIP-133 Create -------------------------------------------------------------------
     def create(self, context, resource, resource_id: str = "", parent: str = ""):
-        name = ""
+        """Store ``resource`` under ``parent`` and return it with its name and timestamps.
+
+        The id is ``resource_id`` (checked against AIP-122) when the request has an id field;
+        without one, the client's own name is kept when it is a valid name under ``parent``,
+        else a random id is chosen. Aborts INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND (the
+        parent, when ``parent_store`` is set and it does not exist), UNAVAILABLE."""
         with self._errors(context, "resource"):
             path = self._collection_path(parent)
-            if self.id_field:
-                if resource_id:
-                    aip.check_id(resource_id, self.id_field)
-                else:
-                    resource_id = str(uuid.uuid4())
+            own = getattr(resource, self.name_field)
+            if self.id_field and resource_id:
+                aip.check_id(resource_id, self.id_field)
+            elif not self.id_field and own and own.rpartition("/")[0] == path and self.matches(own):
+                resource_id = own.rpartition("/")[2]
             else:
                 resource_id = str(uuid.uuid4())
             msg = self.cls()
             msg.CopyFrom(resource)
             aip.clear_output_only(msg)
-            missing = aip.missing_required(msg)
+            missing = [m for m in aip.missing_required(msg) if m != self.name_field]  # the server names it
             if missing:
-                raise aip.InvalidArgument(f"missing required field(s): {', '.join(missing)}")
+                raise aip.InvalidArgument(f"missing required field(s): {aip.field_list(missing)}")
             name = f"{path}/{resource_id}"
             setattr(msg, self.name_field, name)
             self._stamp(msg, created=True)
-            try:
-                self.client.document(name).create(codec.to_document(msg), **self._write(context))
-            except (gexc.AlreadyExists, gexc.Conflict):
-                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
+            data = codec.to_document(msg)
+        with self._errors(context, name):
+            ref = self.client.document(name)
+            if self.parent_store is not None and parent and self.parent_store.matches(parent):
+                self._create_under(ref, data, parent, context)
+            else:
+                ref.create(data, **self._write(context))
             return msg
+
+    def _create_under(self, ref, data: dict, parent: str, context) -> None:
+        """Create ``ref`` in a transaction that sees ``parent`` exist (so a concurrent Delete of
+        the parent either sees this child or makes this Create NOT_FOUND)."""
+        from google.cloud import firestore
+
+        parent_ref = self.client.document(parent)
+        timeout = self._timeout(context)
+
+        @firestore.transactional
+        def run(tx):
+            if not next(iter(tx.get(parent_ref, timeout=timeout))).exists:
+                raise _ParentNotFound(parent)
+            tx.create(ref, data)
+
+        run(self.client.transaction())
 
     # -- AIP-134 Update -------------------------------------------------------------------
     def update(self, context, resource, update_mask: field_mask_pb2.FieldMask | None = None):
+        """Apply ``resource`` through ``update_mask`` (AIP-134/161: ``*``, field paths, and
+        ``map_field.key`` for one map entry) and return the stored result. Aborts
+        INVALID_ARGUMENT, NOT_FOUND, ABORTED (contended), UNAVAILABLE."""
         name = getattr(resource, self.name_field)
         with self._errors(context, name):
             self._check_name(name, f"{self.cls.DESCRIPTOR.name.lower()}.{self.name_field}")
@@ -197,8 +323,8 @@ class ResourceStore:
                 replace = False
                 given = list(update_mask.paths) if update_mask is not None and update_mask.paths else aip.set_paths(resource)
                 paths = aip.check_mask_paths(descriptor, given)
-            from google.cloud import firestore
-
+            keyed = [k for k in (aip.map_key_path(descriptor, p) for p in paths) if k is not None]
+            plain = [p for p in paths if aip.map_key_path(descriptor, p) is None]
             ref = self.client.document(name)
             # Optimistic concurrency: read, apply the mask, write only if the document is still
             # the one read (last_update_time precondition); on a conflict, read again. Two
@@ -209,31 +335,26 @@ class ResourceStore:
                     raise gexc.NotFound(name)
                 current = self._from_doc(snap)
                 if replace:
-                    updated = self.cls()
-                    updated.CopyFrom(resource)
-                    for field in out_only:  # the server's fields survive a full replace
-                        updated.ClearField(field)
-                    for fd, value in current.ListFields():
-                        if fd.name in out_only:
-                            if fd.type == fd.TYPE_MESSAGE and not codec.is_repeated(fd):
-                                getattr(updated, fd.name).CopyFrom(value)
-                            elif codec.is_repeated(fd):
-                                getattr(updated, fd.name).extend(value)
-                            else:
-                                setattr(updated, fd.name, value)
+                    updated = self._replaced(resource, current, out_only)
                 else:
                     updated = current
-                    if paths:
-                        field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+                    if plain:
+                        field_mask_pb2.FieldMask(paths=plain).MergeMessage(
                             resource, updated, replace_message_field=True, replace_repeated_field=True
                         )
+                    for where, fd, key in keyed:
+                        aip.apply_map_key(resource, updated, where, fd, key)
                 missing = aip.missing_required(updated)
                 if missing:
-                    raise aip.InvalidArgument(f"the update would clear required field(s): {', '.join(missing)}")
+                    raise aip.InvalidArgument(f"the update would clear required field(s): {aip.field_list(missing)}")
                 setattr(updated, self.name_field, name)
                 self._stamp(updated, created=False)
                 data = codec.to_document(updated)
-                changes = {**data, **{k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in data}}
+                from google.cloud import firestore
+
+                changes = {**{self.client.field_path(k): v for k, v in data.items()},
+                           **{self.client.field_path(k): firestore.DELETE_FIELD
+                              for k in (snap.to_dict() or {}) if k not in data}}
                 try:
                     ref.update(changes, option=self.client.write_option(last_update_time=snap.update_time),
                                **self._write(context))
@@ -242,8 +363,77 @@ class ResourceStore:
                 return updated
             raise _Contended(name)
 
+    def _replaced(self, resource, current, out_only: set[str]):
+        """``resource`` as a full replacement of ``current``, keeping the server's fields."""
+        updated = self.cls()
+        updated.CopyFrom(resource)
+        for field in out_only:
+            updated.ClearField(field)
+        for fd, value in current.ListFields():
+            if fd.name in out_only:
+                if fd.type == fd.TYPE_MESSAGE and not codec.is_repeated(fd):
+                    getattr(updated, fd.name).CopyFrom(value)
+                elif aip.is_map(fd):
+                    getattr(updated, fd.name).MergeFrom(value)
+                elif codec.is_repeated(fd):
+                    getattr(updated, fd.name).extend(value)
+                else:
+                    setattr(updated, fd.name, value)
+        return updated
+
     # -- AIP-135 Delete -------------------------------------------------------------------
-    def delete(self, context, name: str) -> None:
+    def delete(self, context, name: str, force: bool = False) -> None:
+        """Delete ``name``. When other stores name this one their ``parent_store``, a resource
+        with children is FAILED_PRECONDITION unless ``force``, which deletes every descendant
+        first (all child collections, recursively, in batches). Aborts INVALID_ARGUMENT,
+        NOT_FOUND, FAILED_PRECONDITION, ABORTED, UNAVAILABLE."""
         with self._errors(context, name):
             self._check_name(name)
-            self.client.document(name).delete(option=self.client.write_option(exists=True), **self._write(context))
+            ref = self.client.document(name)
+            if not self.children:
+                ref.delete(option=self.client.write_option(exists=True), **self._write(context))
+                return
+            for _attempt in range(UPDATE_ATTEMPTS):
+                if force:
+                    self._delete_descendants(ref, context)
+                try:
+                    self._delete_if_childless(ref, context)
+                    return
+                except _HasChildren:
+                    if not force:
+                        raise
+            raise _Contended(name)
+
+    def _delete_if_childless(self, ref, context) -> None:
+        """Delete ``ref`` in a transaction that sees no child documents; raises _HasChildren."""
+        from google.cloud import firestore
+
+        timeout = self._timeout(context)
+        collections = list(ref.collections(timeout=timeout))
+
+        @firestore.transactional
+        def run(tx):
+            if not next(iter(tx.get(ref, timeout=timeout))).exists:
+                raise gexc.NotFound(ref.path)
+            for collection in collections:
+                if any(True for _ in tx.get(collection.limit(1), timeout=timeout)):
+                    raise _HasChildren(ref.path)
+            tx.delete(ref)
+
+        run(self.client.transaction())
+
+    def _delete_descendants(self, ref, context) -> None:
+        """Delete every document below ``ref`` (depth first, DELETE_BATCH per write batch)."""
+        timeout = self._timeout(context)
+        for collection in ref.collections(timeout=timeout):
+            while True:
+                docs = list(itertools.islice(collection.list_documents(page_size=DELETE_BATCH, timeout=timeout),
+                                             DELETE_BATCH))
+                if not docs:
+                    break
+                for doc in docs:
+                    self._delete_descendants(doc, context)
+                batch = self.client.batch()
+                for doc in docs:
+                    batch.delete(doc)
+                batch.commit(timeout=timeout)
