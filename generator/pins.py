@@ -34,7 +34,7 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0"})
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "lark": "1.3.1"})
 
 
 def requirements(uses_firestore: bool, gateway: bool = False) -> list[tuple[str, str]]:
@@ -53,4 +53,5 @@ def requirements(uses_firestore: bool, gateway: bool = False) -> list[tuple[str,
         pins += [(d, _installed(d) or FALLBACK[d]) for d in ("starlette", "uvicorn")]
     if uses_firestore:
         pins.append(("google-cloud-firestore", _installed("google-cloud-firestore") or FALLBACK["google-cloud-firestore"]))
+        pins.append(("lark", _installed("lark") or FALLBACK["lark"]))  # runtime/filtering.py: AIP-160 grammar
     return [(name, version) for name, version in pins if version]
