@@ -148,3 +148,81 @@ def parse(text: str, descriptor, *, filter=None, always_present=()) -> Ordering:
             orders.append(Order(path, last))
     orders.append(Order(NAME, last))
     return Ordering(tuple(orders))
+
+
+# -- composite indexes ----------------------------------------------------------------------
+# Firestore answers a query that needs a composite index it lacks with FAILED_PRECONDITION
+# "The query requires an index. You can create it here: https://console.firebase.google.com/
+# .../indexes?create_composite=<base64 google.firestore.admin.v1.Index>". The Firestore
+# emulator never requires indexes, so this only happens against the real database.
+_INDEX_URL = re.compile(r"create_composite=([A-Za-z0-9_\-]+)")
+_DIRECTIONS = {1: "ASCENDING", 2: "DESCENDING"}
+
+
+def _wire(data: bytes):
+    """``(field number, value)`` pairs of a protobuf message (varint and length-delimited only)."""
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            yield number, varint()
+        elif kind == 2:
+            size = varint()
+            if i + size > len(data):
+                raise ValueError("truncated")
+            yield number, data[i:i + size]
+            i += size
+        else:
+            raise ValueError(f"wire type {kind}")
+
+
+def missing_index(exc) -> str | None:
+    """A message naming the composite index a FailedPrecondition ``exc`` asks for, else None.
+
+    E.g. "the query needs a composite index on collection books: publisher ASCENDING,
+    create_time DESCENDING, __name__ DESCENDING; declare it in indexes.toml and deploy".
+    The store aborts with FAILED_PRECONDITION and this message (no project ids, no URL)."""
+    text = str(getattr(exc, "message", "") or exc)
+    if "requires an index" not in text:
+        return None
+    match = _INDEX_URL.search(text)
+    collection, fields = "", []
+    if match:
+        try:
+            raw = match.group(1)
+            import base64
+
+            index = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            for number, value in _wire(index):
+                if number == 1 and isinstance(value, bytes):  # name: .../collectionGroups/C/indexes/_
+                    parts = value.decode().split("/")
+                    collection = parts[parts.index("collectionGroups") + 1] if "collectionGroups" in parts else ""
+                elif number == 3 and isinstance(value, bytes):  # IndexField
+                    path, order = "", ""
+                    for n, v in _wire(value):
+                        if n == 1 and isinstance(v, bytes):
+                            path = v.decode()
+                        elif n == 2 and isinstance(v, int):
+                            order = _DIRECTIONS.get(v, "")
+                        elif n == 3:
+                            order = "CONTAINS"
+                    fields.append(f"{path} {order}".strip())
+        except (ValueError, IndexError, UnicodeDecodeError):
+            collection, fields = "", []
+    if not fields:
+        return "the query needs a composite index that is not deployed; declare it in indexes.toml and deploy"
+    where = f" on collection {collection}" if collection else ""
+    return f"the query needs a composite index{where}: {', '.join(fields)}; declare it in indexes.toml and deploy"
