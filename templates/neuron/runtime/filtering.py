@@ -130,6 +130,8 @@ class Comparison:
     text: str  # the part of the filter it came from (for messages)
     column: int
     default: object = None  # the value a document without the field has (None: no match)
+    negated: bool = False  # came from under a NOT (op is already inverted)
+    kind: str = ""
 
     def canonical(self) -> str:
         return f"{self.path} {self.op} {_canonical_value(self.value)}"
@@ -164,9 +166,10 @@ def _unquote(token: str) -> str:
 
 
 class _Checker:
-    def __init__(self, descriptor, text: str) -> None:
+    def __init__(self, descriptor, text: str, stored: set[str]) -> None:
         self.descriptor = descriptor
         self.text = text
+        self.stored = stored  # field paths every document has
 
     def error(self, what: str, node=None) -> FilterError:
         return _error(what, node, self.text)
@@ -222,14 +225,9 @@ class _Checker:
             op = _INVERSE[op]
         kind, value, default = self.convert(fd, literal, op, node, in_map)
         piece = self.text[node.meta.start_pos:node.meta.end_pos]
-        cmp = Comparison(fs_path, op, value, piece, node.meta.column, default)
-        if default is not None and _holds(default, op, value):
-            meaning = f" (under NOT: {'.'.join(names)} {op} {_canonical_value(value)})" if negate else ""
-            raise self.error(
-                f"this{meaning} also matches every resource whose {'.'.join(names)} is unset ({kind} default "
-                f"{_canonical_value(default)}), and those are stored without the field, so Firestore "
-                "cannot find them; compare against a value the default does not satisfy", node)
-        return cmp
+        if fs_path in self.stored:
+            default = None  # never absent
+        return Comparison(fs_path, op, value, piece, node.meta.column, default, negate, kind)
 
     def literal(self, arg) -> _Literal:
         if isinstance(arg, lark.Token):  # NUMBER
@@ -395,6 +393,21 @@ def _conjunctions(node) -> list[list[Comparison]]:
     return result
 
 
+def _check_defaults(conj: list[Comparison]) -> None:
+    """Refuse an AND group that a resource holding a field's unset default would match: such
+    a field is not stored, and Firestore never matches a document without the field."""
+    for c in conj:
+        if c.default is None or not _holds(c.default, c.op, c.value):
+            continue
+        if all(_holds(c.default, o.op, o.value) for o in conj if o.path == c.path):
+            meaning = f" (under NOT: {c.path} {c.op} {_canonical_value(c.value)})" if c.negated else ""
+            raise FilterError(
+                f"filter at column {c.column} ({c.text!r}): this{meaning} also matches every resource whose "
+                f"{c.path} is unset ({c.kind} default {_canonical_value(c.default)}), and those are stored "
+                "without the field, so Firestore cannot find them; compare against a value the default does not "
+                f"satisfy, or add a comparison on {c.path} that excludes it")
+
+
 def stored_fields(descriptor, always_present=()) -> set[str]:
     """Field paths every document has: REQUIRED top-level fields and ``always_present``."""
     return set(always_present) | {fd.name for fd in descriptor.fields if field_behavior_pb2.REQUIRED in behaviors(fd)}
@@ -415,6 +428,8 @@ def _check_limits(root, stored: set[str]) -> None:
         if len(contains) > 1:
             raise FilterError(f"filter at column {contains[1].column} ({contains[1].text!r}): Firestore allows one "
                               "':' membership test per AND group")
+    for conj in dnf:
+        _check_defaults(conj)
     fields = {c.path for c in leaves if c.op in _INEQUALITY}
     if len(fields) > MAX_INEQUALITY_FIELDS:
         raise FilterError(f"filter: range or != comparisons on more than {MAX_INEQUALITY_FIELDS} fields")
@@ -508,6 +523,7 @@ def parse(text: str, descriptor, *, always_present=()) -> Filter:
         raise FilterError("filter: cannot be parsed") from None
     if not tree.children:
         return Filter(None)
-    root = _Checker(descriptor, text).walk(tree.children[0], False, 0)
-    _check_limits(root, stored_fields(descriptor, always_present))
+    stored = stored_fields(descriptor, always_present)
+    root = _Checker(descriptor, text, stored).walk(tree.children[0], False, 0)
+    _check_limits(root, stored)
     return Filter(root)
