@@ -48,7 +48,7 @@ def compile_shelf(out: Path):
 
 
 def ts(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.datetime.fromisoformat(text)
 
 
 def items(pb):

@@ -159,8 +159,8 @@ REFUSED = [
     ("pages > 10 OR done = true", "drop every resource without pages"),
     ("(" * 40 + "pages = 1" + ")" * 40, "nested more than"),
     (" OR ".join(f"pages = {n}" for n in range(1, 32)), "more than 30 alternatives"),
-    ("(pages = 1 OR pages = 2 OR pages = 3 OR pages = 4 OR pages = 5 OR pages = 6) AND "
-     "(views = 1 OR views = 2 OR views = 3 OR views = 4 OR views = 5 OR views = 6)", "more than 30 alternatives"),
+    (("(pages = 1 OR pages = 2 OR pages = 3 OR pages = 4 OR pages = 5 OR pages = 6) AND "
+     "(views = 1 OR views = 2 OR views = 3 OR views = 4 OR views = 5 OR views = 6)"), "more than 30 alternatives"),
     ("x" * 5000, "longer than"),
 ]
 

@@ -35,9 +35,8 @@ import re
 from dataclasses import dataclass
 
 import lark
-from google.protobuf import descriptor as _d
-
 from google.api import field_behavior_pb2
+from google.protobuf import descriptor as _d
 
 from runtime.aip import InvalidArgument, behaviors
 from runtime.codec import is_repeated
@@ -86,9 +85,10 @@ _OPS = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=", ":": 
 _RANGE = {"<", "<=", ">", ">="}
 _INEQUALITY = _RANGE | {"!="}
 _T = _d.FieldDescriptor
+_I32, _I64 = (-(2**31), 2**31 - 1), (-(2**63), 2**63 - 1)
 _INT_RANGES = {
-    _T.TYPE_INT32: (-(2**31), 2**31 - 1), _T.TYPE_SINT32: (-(2**31), 2**31 - 1), _T.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    _T.TYPE_INT64: (-(2**63), 2**63 - 1), _T.TYPE_SINT64: (-(2**63), 2**63 - 1), _T.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    _T.TYPE_INT32: _I32, _T.TYPE_SINT32: _I32, _T.TYPE_SFIXED32: _I32,
+    _T.TYPE_INT64: _I64, _T.TYPE_SINT64: _I64, _T.TYPE_SFIXED64: _I64,
     _T.TYPE_UINT32: (0, 2**32 - 1), _T.TYPE_FIXED32: (0, 2**32 - 1),
     _T.TYPE_UINT64: (0, 2**64 - 1), _T.TYPE_FIXED64: (0, 2**64 - 1),
 }
@@ -162,7 +162,7 @@ class _Literal:
 
 def _unquote(token: str) -> str:
     body = token[1:-1]
-    return re.sub(r"\\(.)", r"\1", body, flags=re.S)
+    return re.sub(r"\\(.)", r"\1", body, flags=re.DOTALL)
 
 
 class _Checker:
@@ -304,8 +304,8 @@ class _Checker:
             if literal.quoted or not _NUMBER_RE.match(literal.text) or not math.isfinite(float(literal.text)):
                 raise self.error(f"{name} is a number: {literal.text!r} is not a finite number", literal.node)
             return "number", float(literal.text)
-        raise self.error(f"{name} has a type ({'bytes' if fd.type == _T.TYPE_BYTES else fd.type}) filters do not support",
-                         node)
+        kind = "bytes" if fd.type == _T.TYPE_BYTES else fd.type
+        raise self.error(f"{name} has a type ({kind}) filters do not support", node)
 
     def timestamp(self, literal: _Literal, node) -> datetime.datetime:
         m = _RFC3339.match(literal.text)
@@ -368,7 +368,7 @@ def _unescaped(literal: _Literal) -> str:
     if not literal.quoted:
         return literal.text
     raw = str(literal.node.children[0].children[0])[1:-1]
-    return re.sub(r"\\.", "", raw, flags=re.S)
+    return re.sub(r"\\.", "", raw, flags=re.DOTALL)
 
 
 def _holds(default, op: str, value) -> bool:
