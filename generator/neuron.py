@@ -195,8 +195,25 @@ def _check_python_names(api: schema.Api) -> None:
                 )
 
 
+def _check_http_bindings(api: schema.Api) -> None:
+    """An HTTP path variable that names no request field cannot be bound by the gateway: refuse it."""
+    from generator import aip
+
+    for svc in api.services:
+        for m in svc.methods:
+            bad = aip.unbound_variables(m, api.messages)
+            if bad:
+                raise UsageError(
+                    f"{svc.file}:{m.line}: the google.api.http path of {m.name} binds {{{bad[0]}}}, "
+                    f"which is not a field of {m.input_type.rsplit('.', 1)[-1]}",
+                    hint="name a request field in the path (e.g. {name=shelves/*}); `scaffold proto lint` lists every one",
+                )
+
+
 def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: bool = False) -> Neuron:
+    """The neuron model for ``api``; raises UsageError for protos a neuron cannot serve."""
     _check_python_names(api)
+    _check_http_bindings(api)
     if not api.services:
         raise UsageError(
             f"{', '.join(f.name for f in api.files)} defines no service; a neuron serves at least one",
@@ -223,7 +240,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 keyword_fields = std is not None and any(
                     keyword.iskeyword(f) for f in (std.resource_field, std.id_field, std.parent_field, std.items_field,
                                                    std.mask_field, std.name_field, std.resource.name_field) if f)
-                if std is not None and std.resource.storable and std.resource.message and not keyword_fields:
+                if std is not None and std.supported and std.resource.storable and std.resource.message and not keyword_fields:
                     r = std.resource
                     nested = len(r.segments) > 2
                     ok = std.verb not in ("list", "create") or nested == bool(std.parent_field)
