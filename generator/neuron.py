@@ -36,12 +36,26 @@ class Import:
         return self.module.rpartition(".")[2]
 
 
+LINE_LENGTH = 120  # the line-length of the neuron's ruff.toml (templates/neuron/ruff.toml.j2)
+
+
 @dataclass(frozen=True)
 class ImportLine:
     """``from package import a, b`` (or ``import package`` when ``names`` is empty)."""
 
     package: str
     names: tuple[str, ...] = ()
+
+    @property
+    def statement(self) -> str:
+        """The import statement as ruff formats it: one line, or wrapped one name a line when longer
+        than :data:`LINE_LENGTH` (``from x import (\n    a,\n    b,\n)``)."""
+        if not self.names:
+            return f"import {self.package}"
+        line = f"from {self.package} import {', '.join(self.names)}"
+        if len(line) <= LINE_LENGTH:
+            return line
+        return f"from {self.package} import (\n" + "".join(f"    {n},\n" for n in self.names) + ")"
 
 
 def import_block(imports, extra: tuple[ImportLine, ...] = (), modules_first: tuple[str, ...] = ("grpc",)) -> tuple[ImportLine, ...]:
@@ -120,6 +134,13 @@ class NeuronService:
     def method(self, verb: str, store: Store) -> NeuronMethod | None:
         return next((m for m in self.methods if m.store is store and m.verb == verb), None)
 
+    @property
+    def testing_names(self) -> tuple[str, ...]:
+        """What its test module imports from runtime.testing: ``sample`` builds resources for
+        Create/Update tests, ``sample_parent`` names a parent for nested collections."""
+        names = ("sample",) if any(_sampled(st, self.methods) for st in self.stores) else ()
+        return names + (("sample_parent",) if any(st.resource.parent_pattern for st in self.stores) else ())
+
 
 @dataclass(frozen=True)
 class Neuron:
@@ -155,6 +176,11 @@ class Neuron:
     @property
     def has_stores(self) -> bool:
         return any(s.stores for s in self.services)
+
+
+def _sampled(store: Store, methods) -> bool:
+    """Whether tests build sample resources of ``store`` (it has a Create or an Update)."""
+    return any(m.store is store and m.verb in ("create", "update") for m in methods)
 
 
 def _aliases(modules: list[str]) -> dict[str, str]:
@@ -299,7 +325,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 grpc_module=g,
                 methods=nm,
                 stores=tuple(final.values()),
-                test_imports=used([g + ".", *(x.request for x in nm), *(s.message for s in final.values())],
+                test_imports=used([g + ".", *(x.request for x in nm), *(s.message for s in final.values() if _sampled(s, nm))],
                                   modules_first=("grpc", "pytest")),
             )
         )
