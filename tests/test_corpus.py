@@ -4,7 +4,7 @@ methods do something (Firestore standard methods) and which answer UNIMPLEMENTED
 service through reflection and every GET route through the gateway.
 
 The default tier counts implemented methods over the whole corpus, runs ruff check on three
-neurons and one neuron's own tests; the rest (every neuron's ruff check and own tests, ruff
+neurons (tests/test_neuron.py runs three googleapis neurons' own tests); the rest (every neuron's ruff check and own tests, ruff
 format, reflection, gateway routes) is in the slow tier (`pytest -m slow`).
 """
 
@@ -149,12 +149,6 @@ def test_corpus_classification_counts(corpus, capsys):
     assert {"GetTopic", "ListTopics", "DeleteTopic", "GetSubscription", "ListSubscriptions"} <= set(impl)
     impl, stubs = unary_counts(corpus, "google/devtools/cloudbuild/v1/cloudbuild.proto")
     assert {"GetBuild", "ListBuilds", "GetBuildTrigger"} <= set(stubs)  # keyed on project_id/id
-
-
-def test_a_small_corpus_neuron_passes_its_own_tests(neurons):
-    result = run_neuron_tests(neurons["google/cloud/scheduler/v1/cloudscheduler.proto"])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "passed" in result.stdout and "failed" not in result.stdout
 
 
 @pytest.mark.slow
