@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from generator import protoc, schema
+from generator import aip, protoc, schema
 
 _COLLECTION = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 _VARIABLE = re.compile(r"^\{[a-z][a-z0-9_]*\}$")
@@ -32,6 +32,7 @@ class _Linter:
         self.source = source
         self.findings: list[Finding] = []
         self._lines: dict[str, int] = {}
+        self.classifier = aip.Classifier(api.messages, api.resources)
 
     def shown(self, virtual: str) -> str:
         real = self.source.locate(virtual)
@@ -81,44 +82,49 @@ class _Linter:
                 self.add(msg.file, f.line, "aip-203-conflict", f"{msg.name}.{f.name} cannot be both REQUIRED and OUTPUT_ONLY")
 
     def method(self, svc: schema.Service, m: schema.Method) -> None:
-        verb = next((v for v in schema.STANDARD_VERBS if m.name.startswith(v.capitalize())), None)
         req = self.api.messages.get(m.input_type)
         if m.http is None:
             self.add(svc.file, m.line, "aip-127-http-annotation", f"{m.name} has no google.api.http rule (REST gateway and docs need one)")
-        if verb is None or req is None or m.client_streaming or m.server_streaming:
+        for var in aip.unbound_variables(m, self.api.messages):
+            self.add(
+                svc.file, m.line, "aip-127-http-variable",
+                f"the HTTP path of {m.name} binds {{{var}}}, which is not a field of {req.name}: "
+                "the gateway cannot fill it, so generation refuses it",
+            )
+        verb = aip.candidate_verb(m)
+        if not verb or req is None or m.client_streaming or m.server_streaming:
             return
-        if m.standard is not None:
-            std = m.standard
-            if std.verb in ("get", "delete"):
-                f = req.field("name")
-                if f is not None and not f.required:
-                    self.add(svc.file, f.line or m.line, "aip-131-request-name-required", f"{req.name}.name should be REQUIRED")
-            if std.verb in ("create", "update"):
-                f = req.field(std.resource_field)
-                if f is not None and not f.required:
-                    self.add(svc.file, f.line or m.line, "aip-133-request-resource-required", f"{req.name}.{f.name} should be REQUIRED")
-            if std.verb == "update" and not std.mask_field:
-                self.add(svc.file, m.line, "aip-134-update-mask", f"{req.name} should have `google.protobuf.FieldMask update_mask`")
-            if not std.resource.storable:
-                self.add(
-                    svc.file, m.line, "aip-122-resource-pattern",
-                    f"{m.name}: pattern {std.resource.pattern!r} is not collection/{{id}} pairs; generated as a stub",
-                )
+        found = self.classifier.classify(m)
+        std = found.standard
+        if std is None:
+            self.add(
+                svc.file, m.line, f"aip-13x-standard-{verb}",
+                f"{m.name} looks like a standard {verb.capitalize()} but {found.why}; "
+                "it is generated as a custom-method stub",
+            )
             return
-        # Named like a standard method but not shaped like one: say what is missing.
-        noun = m.name[len(verb):]
-        why = {
-            "get": f"return the resource message {noun} (with google.api.resource) and take a string `name`",
-            "list": "take page_size and page_token, and return a repeated resource field plus next_page_token",
-            "create": f"return {noun} (a resource) and take it as a field of the request",
-            "update": f"return {noun} (a resource), take it as a field, and have a FieldMask update_mask",
-            "delete": "take a `name` referencing a known resource and return google.protobuf.Empty",
-        }[verb]
-        self.add(
-            svc.file, m.line, f"aip-13x-standard-{verb}",
-            f"{m.name} looks like a standard {verb.capitalize()} but is not shaped like one: it should {why}; "
-            "it is generated as a custom-method stub",
-        )
+        if std.verb in ("get", "delete"):
+            f = req.field(std.name_field)
+            if f is not None and not f.required:
+                self.add(svc.file, f.line or m.line, "aip-131-request-name-required", f"{req.name}.{f.name} should be REQUIRED")
+        if std.verb in ("create", "update"):
+            f = req.field(std.resource_field)
+            if f is not None and not f.required:
+                self.add(svc.file, f.line or m.line, "aip-133-request-resource-required", f"{req.name}.{f.name} should be REQUIRED")
+        if std.verb == "update" and not std.mask_field:
+            self.add(svc.file, m.line, "aip-134-update-mask", f"{req.name} should have `google.protobuf.FieldMask update_mask`")
+        if not std.resource.storable:
+            self.add(
+                svc.file, m.line, "aip-122-resource-pattern",
+                f"{m.name}: pattern {std.resource.pattern!r} is not collection/{{id}} pairs; generated as a stub",
+            )
+        elif std.verb in ("list", "create") and std.resource.parent_pattern and not std.parent_field:
+            rule = "aip-132-request-parent-required" if std.verb == "list" else "aip-133-request-parent-required"
+            self.add(
+                svc.file, m.line, rule,
+                f"{m.name}: {std.resource.type} is nested ({std.resource.pattern!r}) but {req.name} has no "
+                f"`string parent` field (or binds none in its HTTP path); {m.name} is generated as an UNIMPLEMENTED stub",
+            )
 
 
 def run(source: protoc.Source) -> list[Finding]:

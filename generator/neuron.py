@@ -35,12 +35,26 @@ class Import:
         return self.module.rpartition(".")[2]
 
 
+LINE_LENGTH = 120  # the line-length of the neuron's ruff.toml (templates/neuron/ruff.toml.j2)
+
+
 @dataclass(frozen=True)
 class ImportLine:
     """``from package import a, b`` (or ``import package`` when ``names`` is empty)."""
 
     package: str
     names: tuple[str, ...] = ()
+
+    @property
+    def statement(self) -> str:
+        """The import statement as ruff formats it: one line, or wrapped one name a line when longer
+        than :data:`LINE_LENGTH` (``from x import (\n    a,\n    b,\n)``)."""
+        if not self.names:
+            return f"import {self.package}"
+        line = f"from {self.package} import {', '.join(self.names)}"
+        if len(line) <= LINE_LENGTH:
+            return line
+        return f"from {self.package} import (\n" + "".join(f"    {n},\n" for n in self.names) + ")"
 
 
 def import_block(imports, extra: tuple[ImportLine, ...] = (), modules_first: tuple[str, ...] = ("grpc",)) -> tuple[ImportLine, ...]:
@@ -133,6 +147,13 @@ class NeuronService:
     def method(self, verb: str, store: Store) -> NeuronMethod | None:
         return next((m for m in self.methods if m.store is store and m.verb == verb), None)
 
+    @property
+    def testing_names(self) -> tuple[str, ...]:
+        """What its test module imports from runtime.testing: ``sample`` builds resources for
+        Create/Update tests, ``sample_parent`` names a parent for nested collections."""
+        names = ("sample",) if any(_sampled(st, self.methods) for st in self.stores) else ()
+        return names + (("sample_parent",) if any(st.resource.parent_pattern for st in self.stores) else ())
+
 
 @dataclass(frozen=True)
 class Neuron:
@@ -178,6 +199,11 @@ class Neuron:
         return any(m.method.kind != "unary_unary" for s in self.services for m in s.custom_methods)
 
 
+def _sampled(store: Store, methods) -> bool:
+    """Whether tests build sample resources of ``store`` (it has a Create or an Update)."""
+    return any(m.store is store and m.verb in ("create", "update") for m in methods)
+
+
 def _aliases(modules: list[str]) -> dict[str, str]:
     """Shortest unique alias per module: ``books_pb2``, or ``v1_books_pb2`` on a clash."""
     out: dict[str, str] = {}
@@ -198,7 +224,7 @@ def _testing_names(stores, methods) -> tuple[str, ...]:
     """What a contract test module imports from scaffold_runtime.testing."""
     stores = list(stores)
     names = ["is_stub"] if any(m.store is None for m in methods) else []
-    if stores:
+    if any(_sampled(s, methods) for s in stores):
         names.append("sample")
     if any(s.resource.parent_pattern for s in stores):
         names.append("sample_parent")
@@ -227,8 +253,25 @@ def _check_python_names(api: schema.Api) -> None:
                 )
 
 
+def _check_http_bindings(api: schema.Api) -> None:
+    """An HTTP path variable that names no request field cannot be bound by the gateway: refuse it."""
+    from generator import aip
+
+    for svc in api.services:
+        for m in svc.methods:
+            bad = aip.unbound_variables(m, api.messages)
+            if bad:
+                raise UsageError(
+                    f"{svc.file}:{m.line}: the google.api.http path of {m.name} binds {{{bad[0]}}}, "
+                    f"which is not a field of {m.input_type.rsplit('.', 1)[-1]}",
+                    hint="name a request field in the path (e.g. {name=shelves/*}); `scaffold proto lint` lists every one",
+                )
+
+
 def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: bool = False) -> Neuron:
+    """The neuron model for ``api``; raises UsageError for protos a neuron cannot serve."""
     _check_python_names(api)
+    _check_http_bindings(api)
     if not api.services:
         raise UsageError(
             f"{', '.join(f.name for f in api.files)} defines no service; a neuron serves at least one",
@@ -255,7 +298,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 keyword_fields = std is not None and any(
                     keyword.iskeyword(f) for f in (std.resource_field, std.id_field, std.parent_field, std.items_field,
                                                    std.mask_field, std.name_field, std.resource.name_field) if f)
-                if std is not None and std.resource.storable and std.resource.message and not keyword_fields:
+                if std is not None and std.supported and std.resource.storable and std.resource.message and not keyword_fields:
                     r = std.resource
                     nested = len(r.segments) > 2
                     ok = std.verb not in ("list", "create") or nested == bool(std.parent_field)
@@ -321,7 +364,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                     (ImportLine("grpc_health.v1", ("health_pb2", "health_pb2_grpc")),), modules_first=("grpc", "pytest")),
                 contract_imports=import_block(
                     (i for i in imports if any(t.startswith(i.alias + ".") for t in
-                                               [g + ".", *(x.request for x in nm), *(s.message for s in final.values())])),
+                                               [g + ".", *(x.request for x in nm), *(s.message for s in final.values() if _sampled(s, nm))])),
                     (ImportLine("scaffold_runtime.testing", _testing_names(final.values(), nm)),),
                     modules_first=("grpc", "pytest")),
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 # Field types by FieldDescriptorProto.Type number.
@@ -23,6 +23,7 @@ _BEHAVIORS = {
     6: "UNORDERED_LIST", 7: "NON_EMPTY_DEFAULT", 8: "IDENTIFIER",
 }
 STANDARD_VERBS = ("get", "list", "create", "update", "delete")
+OPERATION = "google.longrunning.Operation"
 EMPTY = "google.protobuf.Empty"
 FIELD_MASK = "google.protobuf.FieldMask"
 TIMESTAMP = "google.protobuf.Timestamp"
@@ -40,7 +41,8 @@ class Field:
     behaviors: tuple[str, ...] = ()
     oneof: str = ""  # the real (not synthetic) oneof this field belongs to
     proto3_optional: bool = False
-    resource_reference: str = ""
+    resource_reference: str = ""  # the referenced type, or the child_type when ``child_reference``
+    child_reference: bool = False  # the reference is a child_type (a parent of that type)
     json_name: str = ""
     line: int = 0
 
@@ -174,19 +176,30 @@ class HttpRule:
 
 @dataclass(frozen=True)
 class StandardMethod:
-    """What a Firestore implementation of an AIP standard method needs to know."""
+    """An AIP standard method (AIP-131..135) as :mod:`generator.aip` classifies it: the verb, the
+    resource, and which request/response fields carry the name, parent, resource, id and so on."""
 
     verb: str  # get / list / create / update / delete
     resource: Resource
     resource_field: str = ""  # Create/Update: request field holding the resource ("book")
     id_field: str = ""  # Create: client-chosen id field ("book_id"), "" when absent
-    parent_field: str = ""  # List/Create: "parent" when the collection is nested
+    parent_field: str = ""  # List/Create: the field holding the parent's name ("parent", "project")
     items_field: str = ""  # List: repeated field in the response ("books")
     mask_field: str = ""  # Update: "update_mask" when present
-    name_field: str = "name"  # Get/Delete: request field holding the name
+    name_field: str = "name"  # Get/Delete: request field holding the name ("name", "topic")
     allow_missing_field: str = ""  # Update/Delete: AIP-134/135 allow_missing
     etag_field: str = ""
-    force_field: str = ""  # Delete: AIP-135 "force" (bool) deletes child resources too
+    force_field: str = ""  # Delete: AIP-135 cascading delete
+    filter_field: str = ""  # List: AIP-160 filter
+    order_by_field: str = ""  # List: AIP-132 order_by
+    show_deleted_field: str = ""  # List: AIP-164 show_deleted
+    long_running: bool = False  # returns google.longrunning.Operation (AIP-151)
+    soft_delete: bool = False  # Delete returns the resource (AIP-164)
+
+    @property
+    def supported(self) -> bool:
+        """Whether the Firestore store implements this shape (not yet: long-running, soft delete)."""
+        return not self.long_running and not self.soft_delete
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,7 @@ class Method:
     http: HttpRule | None = None
     signatures: tuple[str, ...] = ()
     standard: StandardMethod | None = None
+    lro_response: str = ""  # full name of google.longrunning.operation_info's response_type
     comment: str = ""
     line: int = 0
 
@@ -285,8 +299,9 @@ def python_module(virtual_name: str, suffix: str = "_pb2") -> str:
 def _options():
     """Import the extension modules so option extensions parse out of the descriptor set."""
     from google.api import annotations_pb2, client_pb2, field_behavior_pb2, resource_pb2
+    from google.longrunning import operations_pb2
 
-    return annotations_pb2, client_pb2, field_behavior_pb2, resource_pb2
+    return annotations_pb2, client_pb2, field_behavior_pb2, resource_pb2, operations_pb2
 
 
 def _comments(fd) -> dict[tuple[int, ...], tuple[str, int]]:
@@ -327,14 +342,9 @@ def _http(rule) -> HttpRule | None:
     return HttpRule(verb, path, rule.body, rule.response_body, extra)
 
 
-def _snake(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    return re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s).lower()
-
-
 class _Builder:
     def __init__(self, fds) -> None:
-        self.annotations, self.client, self.field_behavior, self.resource_ext = _options()
+        self.annotations, self.client, self.field_behavior, self.resource_ext, self.operations = _options()
         self.fds = fds
         self.messages: dict[str, Message] = {}
         self.enums: dict[str, Enum] = {}
@@ -407,6 +417,7 @@ class _Builder:
             oneof=oneof,
             proto3_optional=fdp.proto3_optional,
             resource_reference=ref.type or ref.child_type,
+            child_reference=bool(ref.child_type and not ref.type),
             json_name=fdp.json_name,
             line=line,
         )
@@ -427,86 +438,18 @@ class _Builder:
                 self.messages[full] = Message(**{**msg.__dict__, "fields": tuple(fields)})
 
     # -- services -------------------------------------------------------------------------
-    def resource_of_message(self, full: str) -> Resource | None:
-        m = self.messages.get(full)
-        return m.resource if m else None
-
-    def _find_resource_for_name(self, request: Message, noun: str) -> Resource | None:
-        f = request.field("name")
-        if f is not None and f.resource_reference in self.resources:
-            return self.resources[f.resource_reference]
-        for r in self.resources.values():
-            if r.message and r.message.rsplit(".", 1)[-1] == noun:
-                return r
-        return None
-
-    def standard(self, mdp) -> StandardMethod | None:
-        name = mdp.name
-        if mdp.client_streaming or mdp.server_streaming:
-            return None
-        req = self.messages.get(mdp.input_type.lstrip("."))
-        resp_name = mdp.output_type.lstrip(".")
-        resp = self.messages.get(resp_name)
-        if req is None or resp is None:
-            return None
-        verb = next((v for v in STANDARD_VERBS if name.startswith(v.capitalize())), None)
-        if verb is None:
-            return None
-        noun = name[len(verb):]
-        name_field = req.field("name")
-        if verb == "get" and resp.resource and noun == resp.name and name_field and name_field.type == "string":
-            return StandardMethod("get", resp.resource)
-        if verb == "list":
-            items = [
-                f for f in resp.fields
-                if f.repeated and f.is_message and self.resource_of_message(f.type_name) is not None
-            ]
-            if (
-                len(items) == 1
-                and resp.field("next_page_token") is not None
-                and req.field("page_size") is not None
-                and req.field("page_token") is not None
-            ):
-                return StandardMethod(
-                    "list",
-                    self.resource_of_message(items[0].type_name),
-                    items_field=items[0].name,
-                    parent_field="parent" if req.field("parent") else "",
-                )
-        if verb in ("create", "update") and resp.resource and noun == resp.name:
-            holder = [f for f in req.fields if f.is_message and f.type_name == resp.full_name and not f.repeated]
-            if len(holder) == 1:
-                r = resp.resource
-                if verb == "create":
-                    id_field = f"{_snake(r.singular)}_id" if r.singular else ""
-                    return StandardMethod(
-                        "create",
-                        r,
-                        resource_field=holder[0].name,
-                        id_field=id_field if req.field(id_field) else "",
-                        parent_field="parent" if req.field("parent") else "",
-                    )
-                mask = req.field("update_mask")
-                return StandardMethod(
-                    "update",
-                    r,
-                    resource_field=holder[0].name,
-                    mask_field="update_mask" if mask is not None and mask.type_name == FIELD_MASK else "",
-                    allow_missing_field="allow_missing" if req.field("allow_missing") else "",
-                )
-        if verb == "delete" and req.field("name") is not None and resp_name in (EMPTY,):
-            r = self._find_resource_for_name(req, noun)
-            if r is not None:
-                return StandardMethod(
-                    "delete",
-                    r,
-                    allow_missing_field="allow_missing" if req.field("allow_missing") else "",
-                    etag_field="etag" if req.field("etag") else "",
-                    force_field="force" if req.field("force") is not None and req.field("force").type == "bool" else "",
-                )
-        return None
+    def _lro_response(self, mdp, package: str) -> str:
+        """The full name of a long-running method's response_type, or ""."""
+        if not mdp.options.HasExtension(self.operations.operation_info):
+            return ""
+        name = mdp.options.Extensions[self.operations.operation_info].response_type
+        qualified = f"{package}.{name}" if package else name
+        return qualified if qualified in self.messages else name
 
     def service(self, fd, i: int, sd, comments) -> Service:
+        from generator import aip
+
+        classify = aip.Classifier(self.messages, self.resources).classify
         full_service = f"{fd.package}.{sd.name}" if fd.package else sd.name
         methods = []
         for j, mdp in enumerate(sd.method):
@@ -514,21 +457,20 @@ class _Builder:
             if mdp.options.HasExtension(self.annotations.http):
                 http = _http(mdp.options.Extensions[self.annotations.http])
             comment, line = comments.get((6, i, 2, j), ("", 0))
-            methods.append(
-                Method(
-                    name=mdp.name,
-                    full_name=f"{full_service}.{mdp.name}",
-                    input_type=mdp.input_type.lstrip("."),
-                    output_type=mdp.output_type.lstrip("."),
-                    client_streaming=mdp.client_streaming,
-                    server_streaming=mdp.server_streaming,
-                    http=http,
-                    signatures=tuple(mdp.options.Extensions[self.client.method_signature]),
-                    standard=self.standard(mdp),
-                    comment=comment,
-                    line=line,
-                )
+            m = Method(
+                name=mdp.name,
+                full_name=f"{full_service}.{mdp.name}",
+                input_type=mdp.input_type.lstrip("."),
+                output_type=mdp.output_type.lstrip("."),
+                client_streaming=mdp.client_streaming,
+                server_streaming=mdp.server_streaming,
+                http=http,
+                signatures=tuple(mdp.options.Extensions[self.client.method_signature]),
+                comment=comment,
+                line=line,
+                lro_response=self._lro_response(mdp, fd.package),
             )
+            methods.append(replace(m, standard=classify(m).standard))
         return Service(sd.name, full_service, tuple(methods), comments.get((6, i), ("", 0))[0], fd.name)
 
     def file(self, fd) -> ProtoFile:

@@ -94,3 +94,67 @@ def test_secretmanager_oneof_and_enums(corpus):
     assert "expiration" in secret.oneofs
     state = api.enums["google.cloud.secretmanager.v1.SecretVersion.State"]
     assert state.python_name == "SecretVersion.State" and ("ENABLED", 1) in state.values
+
+
+def standard_methods(api):
+    return {m.name: m.standard for s in api.services for m in s.methods}
+
+
+def test_reference_fields_not_called_name_are_standard(corpus):
+    """GetTopic binds {topic=projects/*/topics/*}; ListTopics binds {project=projects/*}."""
+    std = standard_methods(corpus_api(corpus, "google/pubsub/v1/pubsub.proto"))
+    assert (std["GetTopic"].verb, std["GetTopic"].name_field) == ("get", "topic")
+    assert std["GetTopic"].resource.type == "pubsub.googleapis.com/Topic"
+    assert (std["DeleteSubscription"].verb, std["DeleteSubscription"].name_field) == ("delete", "subscription")
+    assert (std["ListTopics"].verb, std["ListTopics"].parent_field, std["ListTopics"].items_field) == ("list", "project", "topics")
+    assert (std["UpdateTopic"].resource_field, std["UpdateTopic"].mask_field) == ("topic", "update_mask")
+    # CreateTopic is PUT with the Topic itself as the request: not AIP-133's shape.
+    assert std["CreateTopic"] is None and std["Publish"] is None
+
+
+def test_bindings_on_other_fields_are_custom(corpus):
+    """Cloud Build keys Get/List on /v1/projects/{project_id}/builds/{id}: not a name-based Get."""
+    std = standard_methods(corpus_api(corpus, "google/devtools/cloudbuild/v1/cloudbuild.proto"))
+    for name in ("GetBuild", "ListBuilds", "CreateBuild", "GetBuildTrigger", "DeleteBuildTrigger", "UpdateBuildTrigger"):
+        assert std[name] is None, name
+    why = aip_why(corpus, "google/devtools/cloudbuild/v1/cloudbuild.proto", "GetBuild")
+    assert why == "its HTTP path binds project_id, id, not one resource name"
+
+
+def aip_why(corpus, path, method):
+    from generator import aip
+
+    api = corpus_api(corpus, path)
+    m = next(m for s in api.services for m in s.methods if m.name == method)
+    return aip.Classifier(api.messages, api.resources).classify(m).why
+
+
+def test_long_running_soft_delete_and_options_are_recorded(corpus):
+    std = standard_methods(corpus_api(corpus, "google/cloud/run/v2/service.proto"))
+    assert std["CreateService"].long_running and std["CreateService"].parent_field == "parent"
+    assert std["CreateService"].id_field == "service_id" and not std["CreateService"].supported
+    assert std["UpdateService"].long_running and std["UpdateService"].allow_missing_field == "allow_missing"
+    delete = std["DeleteService"]  # returns Operation with response_type Service: soft delete, AIP-164
+    assert delete.long_running and delete.soft_delete and delete.etag_field == "etag"
+    lst = standard_methods(corpus_api(corpus, "google/cloud/secretmanager/v1/service.proto"))["ListSecrets"]
+    assert (lst.filter_field, lst.parent_field, lst.supported) == ("filter", "parent", True)
+    tasks = standard_methods(corpus_api(corpus, "google/cloud/tasks/v2/cloudtasks.proto"))
+    assert tasks["ListQueues"].filter_field == "filter" and tasks["ListQueues"].order_by_field == ""
+
+
+def test_custom_verbs_and_wrong_http_methods_are_custom(corpus):
+    std = standard_methods(corpus_api(corpus, "google/cloud/bigquery/storage/v1/storage.proto"))
+    assert std["GetWriteStream"] is None  # POST, not GET
+    assert aip_why(corpus, "google/cloud/bigquery/storage/v1/storage.proto", "GetWriteStream") == \
+        "it is bound to HTTP POST, not GET"
+    assert aip_why(corpus, "google/cloud/tasks/v2/cloudtasks.proto", "GetIamPolicy") == \
+        "its HTTP path ends in a custom verb (:getIamPolicy)"
+
+
+def test_http_path_helpers():
+    from generator import aip
+
+    assert aip.path_variables("/v1/{name=shelves/*/books/*}:move") == (("name", "shelves/*/books/*"),)
+    assert aip.path_variables("/v1/projects/{project_id}/builds/{id}") == (("project_id", "*"), ("id", "*"))
+    assert aip.custom_verb("/v1/{name=shelves/*/books/*}:move") == "move"
+    assert aip.custom_verb("/v1/{name=shelves/*}") == "" and aip.custom_verb("/v1/{book.name=a/*}") == ""
