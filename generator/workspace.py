@@ -26,6 +26,7 @@ class Workspace:
     product: str
     gcp_project: str = ""
     region: str = DEFAULT_REGION
+    release_repository_url: str = ""  # [release] repository_url: where `scaffold proto release` uploads
 
     @property
     def proto_root(self) -> Path:
@@ -115,6 +116,7 @@ def load(path: Path) -> Workspace:
         raise WorkspaceError(f"cannot read {path}: {exc}", hint="fix the file or re-run scaffold init --force")
     section = data.get("workspace", {})
     gcp = data.get("gcp", {})
+    release_url = str(data.get("release", {}).get("repository_url", "")) if isinstance(data.get("release"), dict) else ""
     try:
         org = check_identifier(str(section["org"]), "org")
         product = check_identifier(str(section["product"]), "product")
@@ -126,7 +128,7 @@ def load(path: Path) -> Workspace:
     except UsageError as exc:
         raise WorkspaceError(f"{path}: {exc.message}") from None
     return Workspace(
-        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION))
+        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION)), release_url
     )
 
 
