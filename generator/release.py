@@ -328,6 +328,9 @@ def publish(paths: list[Path], repository_url: str) -> None:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         errors = [ln.removeprefix("ERROR").strip() for ln in lines if ln.startswith("ERROR")]
         reason = " ".join(errors or lines[-1:]) or f"twine exited with {r.returncode}"
+        refused = re.search(r"\[Errno -?[0-9]+\] ([^'\")]+)", reason) if "ConnectionError" in reason else None
+        if refused:  # requests' repr of urllib3's retry error: keep the operating system's reason
+            reason = f"cannot connect ({refused[1].strip()})"
         hint = AUTH_HINT if re.search(r"credential|401|403|unauthori[sz]ed|forbidden", reason, re.I) else (
             "check --repository-url (or [release] repository_url in scaffold.toml) and that the index is reachable")
         raise ToolError(f"upload to {repository_url} failed: {reason}", hint=hint)
