@@ -240,25 +240,26 @@ def test_released_stubs_call_a_running_neuron_from_a_fresh_venv(books, scaffold,
     r = scaffold("proto", "release", BOOKS, "--version", "1.0.0", "--repository-url", index.url)
     assert r.code == 0, r.output
     assert scaffold("neuron", "create", BOOKS).code == 0
+    env_dir = tmp_path / "client-venv"
+    venv.create(env_dir, with_pip=True)
+    py = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # Dependencies from pip's usual index; the package itself only exists on the local one.
+    pip = subprocess.run([py, "-m", "pip", "install", "--quiet", "--extra-index-url", f"{index.url}simple/",
+                          f"{DIST}==1.0.0"], capture_output=True, text=True, env=env, timeout=600)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "call.py").write_text(CLIENT)
     server = ServerProcess(books / "neurons" / "resources-books-v1",
-                           {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-release"})
+                           {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-release",
+                            "FIRESTORE_TIMEOUT_SECONDS": "30"})
     try:
-        env_dir = tmp_path / "client-venv"
-        venv.create(env_dir, with_pip=True)
-        py = str(env_dir / "bin" / "python")
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        # Dependencies from pip's usual index; the package itself only exists on the local one.
-        pip = subprocess.run([py, "-m", "pip", "install", "--quiet", "--extra-index-url", f"{index.url}simple/",
-                              f"{DIST}==1.0.0"], capture_output=True, text=True, env=env, timeout=600)
-        assert pip.returncode == 0, pip.stdout + pip.stderr
-        client = tmp_path / "client"
-        client.mkdir()
-        (client / "call.py").write_text(CLIENT)
         call = subprocess.run([py, "call.py", server.target], cwd=client, capture_output=True, text=True, env=env,
                               timeout=120)
     finally:
-        server.stop()
-    assert call.returncode == 0, call.stdout + call.stderr
+        logs = server.stop()
+    assert call.returncode == 0, call.stdout + call.stderr + logs[-3000:]
     out = json.loads(call.stdout)
     assert out["module"].startswith(str(env_dir)) and "site-packages" in out["module"]
     assert out["get"] == {"name": "books/odyssey", "display_name": "The Odyssey"}
