@@ -331,7 +331,7 @@ def publish(paths: list[Path], repository_url: str) -> None:
         refused = re.search(r"\[Errno -?[0-9]+\] ([^'\")]+)", reason) if "ConnectionError" in reason else None
         if refused:  # requests' repr of urllib3's retry error: keep the operating system's reason
             reason = f"cannot connect ({refused[1].strip()})"
-        hint = AUTH_HINT if re.search(r"credential|401|403|unauthori[sz]ed|forbidden", reason, re.I) else (
+        hint = AUTH_HINT if re.search(r"credential|401|403|unauthori[sz]ed|forbidden", reason, re.IGNORECASE) else (
             "check --repository-url (or [release] repository_url in scaffold.toml) and that the index is reachable")
         raise ToolError(f"upload to {repository_url} failed: {reason}", hint=hint)
 
@@ -369,7 +369,15 @@ def release(
         image.write_bytes(protoc.descriptor_set(source))
         found: list[str] = []
         if previous is not None:
-            found = breaking_changes(ws, source, image, ws.root / previous.descriptor)
+            baseline = ws.root / previous.descriptor
+            if not baseline.is_file():
+                from generator.errors import WorkspaceError
+
+                raise WorkspaceError(
+                    f"the descriptor set of release {previous.version} is missing: {baseline}",
+                    hint="restore it from version control (releases/ is meant to be committed)",
+                )
+            found = breaking_changes(ws, source, image, baseline)
             if found and major <= parse_version(previous.version)[0] and not allow_breaking:
                 raise BreakingChange(
                     f"{pkg.distribution} {version} breaks clients of {previous.version}:\n  " + "\n  ".join(found),

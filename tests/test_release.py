@@ -147,6 +147,11 @@ def test_repository_url_comes_from_scaffold_toml(books, scaffold, index, credent
     assert index.files() == ["xmpl_br_resources_books_v1-0.1.0-py3-none-any.whl", "xmpl_br_resources_books_v1-0.1.0.tar.gz"]
     assert log(books) == [(DIST, "0.1.0")]
     assert (books / "releases" / DIST / "0.1.0.binpb").is_file()
+    # The next release needs that baseline: without it, one message and nothing uploaded.
+    (books / "releases" / DIST / "0.1.0.binpb").unlink()
+    r = scaffold("proto", "release", BOOKS, "--version", "0.2.0")
+    assert r.code == 1 and "descriptor set of release 0.1.0 is missing" in r.err, r.output
+    assert len(index.files()) == 2 and log(books) == [(DIST, "0.1.0")]
 
 
 def test_breaking_changes_need_a_major_bump(books, scaffold, index, credentials):
