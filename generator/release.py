@@ -396,13 +396,3 @@ def release(
         return Result(pkg.distribution, version, (wheel.name, sdist.name), url,
                       previous.version if previous else None, tuple(found), tuple(recorded))
 
-
-def released(ws: Workspace, distribution: str, version: str) -> Entry:
-    """The recorded release ``distribution`` ``version``; raise :class:`UsageError` if there is none."""
-    for e in load_log(ws):
-        if e.distribution == distribution and e.version == version:
-            return e
-    raise UsageError(
-        f"{distribution} {version} has not been released from this workspace ({ws.root / LOG})",
-        hint=f"release it first: scaffold proto release NAME --version {version}",
-    )
