@@ -146,6 +146,35 @@ def proto_lint(
     echo(f"ok: {', '.join(source.files)}")
 
 
+@proto_app.command("release")
+def proto_release(
+    name: NameArg = None,
+    proto_file: ProtoOpt = None,
+    include: IncludeOpt = None,
+    version: Annotated[str, typer.Option("--version", help="MAJOR.MINOR.PATCH, greater than the last release.")] = ...,
+    repository_url: Annotated[
+        str | None,
+        typer.Option(help="Python package index to upload to (default: [release] repository_url in scaffold.toml).",
+                     show_default=False),
+    ] = None,
+    allow_breaking: Annotated[
+        bool, typer.Option("--allow-breaking", help="Release even if buf finds breaking changes without a major bump.")
+    ] = False,
+) -> None:
+    """Publish the stubs as a versioned Python package; refuse breaking changes without a major bump."""
+    from generator import proto, release
+
+    ws = _workspace()
+    source = proto.resolve(ws, name, proto_file, include)
+    result = release.release(ws, source, name, version, repository_url=repository_url, allow_breaking=allow_breaking)
+    for finding in result.breaking:
+        echo(f"   breaking  {finding}")
+    _report(result.recorded, ws.root)
+    against = f" (checked against {result.previous})" if result.previous else " (first release)"
+    echo(f"released {result.distribution} {result.version} to {result.repository_url}{against}: {', '.join(result.files)}")
+    echo(f"install: pip install --extra-index-url INDEX/simple/ {result.distribution}=={result.version}")
+
+
 OutOpt = Annotated[
     str | None,
     typer.Option("--out", help="Folder name under neurons/ (default: KIND-NAME-VERSION).", show_default=False),

@@ -26,6 +26,7 @@ class Workspace:
     product: str
     gcp_project: str = ""
     region: str = DEFAULT_REGION
+    release_repository_url: str = ""  # [release] repository_url: where `scaffold proto release` uploads
     runtime_index: str = ""  # [runtime] index_url: install scaffold-runtime from this index, not wheels/
 
     @property
@@ -116,6 +117,7 @@ def load(path: Path) -> Workspace:
         raise WorkspaceError(f"cannot read {path}: {exc}", hint="fix the file or re-run scaffold init --force")
     section = data.get("workspace", {})
     gcp = data.get("gcp", {})
+    release_url = str(data.get("release", {}).get("repository_url", "")) if isinstance(data.get("release"), dict) else ""
     try:
         org = check_identifier(str(section["org"]), "org")
         product = check_identifier(str(section["product"]), "product")
@@ -131,7 +133,8 @@ def load(path: Path) -> Workspace:
         raise WorkspaceError(f"{path}: [runtime] index_url {index!r} is not an http(s) URL",
                              hint='e.g. index_url = "https://europe-west1-python.pkg.dev/PROJECT/REPO/simple/"')
     return Workspace(
-        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION)), index
+        path.parent, org, product, str(gcp.get("project", "")), str(gcp.get("region", DEFAULT_REGION)), release_url,
+        index,
     )
 
 
