@@ -113,6 +113,7 @@ def _merge_methods(path: Path, neuron, run: _Run) -> tuple[str, list[str]]:
     from generator.render import environment
 
     module = _parse(path)
+    original_code = module.code
     classes = _class_nodes(module)
     method_tpl = environment().get_template("neuron/_method.py.j2")
     added: list[str] = []
@@ -146,7 +147,7 @@ def _merge_methods(path: Path, neuron, run: _Run) -> tuple[str, list[str]]:
                 continue  # the generated base implements it
             if m.store is not None:
                 m = type(m)(m.method, m.request, m.response, None)  # an old-style class: a stub
-            text = method_tpl.render(m=m, neuron=neuron)
+            text = _formatted_member(method_tpl.render(m=m, neuron=neuron), path)
             new_text += text
             snippet = cst.parse_module("class _New:\n" + text)
             additions.setdefault(name, []).extend(snippet.body[0].body.body)
@@ -176,7 +177,24 @@ def _merge_methods(path: Path, neuron, run: _Run) -> tuple[str, list[str]]:
     code = module.code
     for body in new_classes:
         code = code.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    if code != original_code:
+        from generator.pyformat import sort_imports
+
+        config_path = path.parent / "ruff.toml"
+        if config_path.is_file():
+            code = sort_imports(code, config_path.read_text(encoding="utf-8"), path.name)
     return code, added
+
+
+def _formatted_member(text: str, path: Path) -> str:
+    """A rendered class member, formatted as the neuron's ruff.toml wants (the user's own lines
+    are never reformatted: only what scaffold adds)."""
+    from generator.pyformat import format_sources
+
+    config_path = path.parent / "ruff.toml"
+    config = config_path.read_text(encoding="utf-8") if config_path.is_file() else "line-length = 120\n"
+    out = format_sources({"member.py": "class _New:\n" + text}, config)["member.py"]
+    return "\n" + out.split("\n", 1)[1].strip("\n") + "\n"
 
 
 def _is_pass(stmt) -> bool:
