@@ -148,7 +148,7 @@ def _op(text: str) -> tuple[int, str]:
         return ONE, ""
     if text == "**":
         return REST, ""
-    if not text or any(c in text for c in "{}*=:"):
+    if not text or any(c in text for c in "{}*="):
         raise ValueError(f"bad path segment {text!r}")
     return LITERAL, text
 
@@ -158,8 +158,8 @@ def parse_template(template: str) -> Template:
     if not template.startswith("/") or template == "/":
         raise ValueError(f"a path template starts with '/' and has a segment: {template!r}")
     body, verb = template[1:], ""
-    colon = body.find(":", max(body.rfind("/"), body.rfind("}")) + 1)
-    if colon >= 0:
+    colon = body.rfind(":")  # the verb follows the last ':', if that is past the last '/' and '}'
+    if colon > max(body.rfind("/"), body.rfind("}")):
         body, verb = body[:colon], body[colon + 1:]
         if not verb:
             raise ValueError(f"empty verb in {template!r}")
@@ -186,7 +186,8 @@ def parse_template(template: str) -> Template:
             ops.append(_op(part))
     if sum(kind == REST for kind, _ in ops) > 1:
         raise ValueError(f"more than one '**' in {template!r}")
-    return Template(tuple(ops), verb, tuple(variables), rank=tuple(kind for kind, _ in ops))
+    # Segment by segment, a literal beats '*' beats '**'; a template that ends beats none that goes on.
+    return Template(tuple(ops), verb, tuple(variables), rank=(*(kind for kind, _ in ops), REST + 1))
 
 
 class Router:
