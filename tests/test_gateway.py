@@ -23,7 +23,7 @@ class Gateway:
     """``python gateway.py`` of a neuron on a free loopback port, in front of ``grpc_target``."""
 
     def __init__(self, root: Path, grpc_target: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+        self.port, self.root = free_port(), root
         env = {**os.environ, **(env or {}), "PORT": str(self.port), "HOST": "127.0.0.1", "GRPC_TARGET": grpc_target}
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen([sys.executable, "gateway.py"], cwd=root, env=env,
