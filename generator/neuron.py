@@ -173,10 +173,12 @@ class Neuron:
 
     @property
     def routes(self) -> tuple[Route, ...]:
+        """Every HTTP binding, of every kind of method (``route.method.method.kind``): the
+        gateway serves unary and server-streaming ones and answers 501 for the others."""
         out = []
         for svc in self.services:
             for m in svc.methods:
-                if m.method.http is None or m.method.kind != "unary_unary":
+                if m.method.http is None:
                     continue
                 for rule in (m.method.http, *m.method.http.additional):
                     if rule.verb in ("get", "post", "put", "patch", "delete"):

@@ -4,7 +4,9 @@ Paths come from the google.api.http rules (each ``*`` of a variable's pattern be
 parameter named after the collection it follows: ``{name=shelves/*/books/*}`` ->
 ``shelves/{shelf}/books/{book}``), schemas from the messages in proto3 JSON form: REQUIRED
 fields are ``required``, OUTPUT_ONLY ones ``readOnly``, enums by name, 64-bit integers as
-strings, well-known types as the JSON mapping writes them.
+strings, well-known types as the JSON mapping writes them. Server-streaming methods answer
+``application/x-ndjson``; client- and bidi-streaming ones, which the gateway does not serve,
+are listed under ``x-grpc-only`` instead of ``paths``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ ERROR = {
     "properties": {"error": {"type": "object", "properties": {
         "code": {"type": "integer"}, "message": {"type": "string"}, "status": {"type": "string"}}}},
 }
+
+GRPC_ONLY = {"stream_unary": "client-streaming", "stream_stream": "bidirectional-streaming"}
+
+
+def ok_response(schema_: dict, streaming: bool) -> dict:
+    """The 200 response: the message as JSON, or for a server-streaming method one
+    ``{"result": …}`` object per line (and an ``{"error": …}`` line if the stream fails)."""
+    if not streaming:
+        return {"description": "OK", "content": {"application/json": {"schema": schema_}}}
+    line = {"type": "object", "properties": {"result": schema_, "error": ERROR["properties"]["error"]}}
+    return {"description": "A stream of JSON objects, one a line.", "content": {"application/x-ndjson": {"schema": line}}}
 
 
 def openapi_path(template: str) -> tuple[str, list[tuple[str, str]]]:
@@ -120,21 +133,28 @@ class _Builder:
 def build(api: schema.Api, neuron) -> dict:
     b = _Builder(api)
     paths: dict[str, dict] = {}
+    grpc_only: list[dict] = []
+    bindings: dict[str, int] = {}
     for route in neuron.routes:
         m = route.method.method
+        if m.kind in GRPC_ONLY:  # the gateway answers 501: listed, not offered as an operation
+            grpc_only.append({"method": route.grpc_path, "kind": GRPC_ONLY[m.kind],
+                              "http": f"{route.rule.verb.upper()} {route.rule.path}"})
+            continue
         req = api.message(m.input_type)
         path, params = openapi_path(route.rule.path)
         bound = {field for _, field in params}
+        bindings[route.grpc_path] = bindings.get(route.grpc_path, -1) + 1  # 0 for the rule, n for its n-th additional
         op: dict = {
             "operationId": f"{route.grpc_path.split('/')[1].split('.')[-1]}_{m.name}"
-                           + ("" if route.rule is m.http else f"_{len([p for p in paths.get(path, {})])}"),
+                           + (f"_{bindings[route.grpc_path]}" if bindings[route.grpc_path] else ""),
             "summary": m.summary,
             "tags": [route.grpc_path.split("/")[1].split(".")[-1]],
             "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p, _ in params],
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": b.ref(
-                    m.output_type if not route.rule.response_body else
-                    (api.message(m.output_type).field(route.rule.response_body).type_name or m.output_type))}}},
+                "200": ok_response(b.ref(m.output_type if not route.rule.response_body else
+                                         (api.message(m.output_type).field(route.rule.response_body).type_name
+                                          or m.output_type)), m.kind == "unary_stream"),
                 "default": {"description": "An error, as Google APIs return it.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
@@ -161,6 +181,7 @@ def build(api: schema.Api, neuron) -> dict:
                                 "(gateway.py), from the google.api.http rules."},
         "paths": paths,
         "components": {"schemas": schemas},
+        **({"x-grpc-only": grpc_only} if grpc_only else {}),
     }
 
 

@@ -20,18 +20,45 @@ BOOKS = REPO / "examples/books/neurons/resources-books-v1"
 
 
 class Gateway:
-    def __init__(self, root: Path, grpc_target: str) -> None:
-        self.port = free_port()
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "GRPC_TARGET": grpc_target}
+    """``python gateway.py`` of a neuron on a free loopback port, in front of ``grpc_target``."""
+
+    def __init__(self, root: Path, grpc_target: str, env: dict[str, str] | None = None) -> None:
+        self.port, self.root = free_port(), root
+        env = {**os.environ, **(env or {}), "PORT": str(self.port), "HOST": "127.0.0.1", "GRPC_TARGET": grpc_target}
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen([sys.executable, "gateway.py"], cwd=root, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def rss_mb(self) -> float:
+        """The gateway process's resident memory, in MB (from /proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=15)
+
+
+def generate(base: Path, proto: Path, out: str, *include: Path) -> Path:
+    """A fresh neuron from ``proto`` (today's templates and runtime) in a workspace under ``base``."""
+    from generator import cli
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(base)
+        assert cli.run(["init", "ws", "--org", "xmpl", "--product", "br"]) == 0
+        os.chdir(base / "ws")
+        args = ["neuron", "create", "--proto", str(proto), "--out", out]
+        for folder in include:
+            args += ["-I", str(folder)]
+        assert cli.run(args) == 0
+    finally:
+        os.chdir(cwd)
+    return base / "ws" / "neurons" / out
 
 
 @pytest.fixture
