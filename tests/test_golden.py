@@ -1,4 +1,6 @@
-"""Golden files pin the generated Books neuron and skeletons byte for byte.
+"""Golden files pin each kind of generated neuron (resources, services, nested, streaming,
+several services in one file) and the proto skeletons byte for byte; every golden neuron also
+passes its own tests.
 
 Refresh after an intended template change with:
     SCAFFOLD_UPDATE_GOLDENS=1 .venv/bin/python -m pytest tests/test_golden.py
@@ -13,8 +15,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_neuron_tests
+
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SCAFFOLD_UPDATE_GOLDENS") == "1"
+
+
+# What a golden pins: the files scaffold renders. protoc's stubs (protobuf/) are grpcio-tools'
+# output, the runtime wheel is checked by runtime/tests, and scaffold-neuron.toml holds hashes of
+# the rest; leaving them out keeps each golden small enough to review.
+UNPINNED = ("protobuf/", "wheels/", "scaffold-neuron.toml")
+PROTOS = Path(__file__).parent / "protos" / "golden"
+KINDS = {  # golden folder -> how the neuron is made
+    "neuron-resources-books-v1": ("name", "xmpl.br.resources-books-v1"),
+    "neuron-services-translator-v1": ("name", "xmpl.br.services-translator-v1"),
+    "neuron-nested": ("proto", "nested/v1/nested.proto"),
+    "neuron-streaming": ("proto", "streaming/v1/streaming.proto"),
+    "neuron-multi": ("proto", "multi/v1/multi.proto"),
+}
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -22,6 +40,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
+        and not p.relative_to(root).as_posix().startswith(UNPINNED)
     }
 
 
@@ -41,6 +60,17 @@ def check(name: str, produced: Path) -> None:
         assert got[rel] == want[rel], f"{name}/{rel} differs from its golden file (SCAFFOLD_UPDATE_GOLDENS=1 refreshes)"
 
 
+def make(kind: str, workspace: Path, scaffold) -> Path:
+    how, what = KINDS[kind]
+    if how == "name":
+        assert scaffold("proto", "create", what).code == 0
+        r = scaffold("neuron", "create", what)
+    else:
+        r = scaffold("neuron", "create", "--proto", str(PROTOS / what), "-I", str(PROTOS), "--out", kind.removeprefix("neuron-"))
+    assert r.code == 0, r.output
+    return next(p.parent for p in (workspace / "neurons").glob("*/server.py"))
+
+
 def test_books_proto_skeleton(workspace, scaffold):
     assert scaffold("proto", "create", "xmpl.br.resources-books-v1").code == 0
     check("proto-resources-books", workspace / "proto/xmpl/br/resources/books/v1")
@@ -51,10 +81,16 @@ def test_translator_proto_skeleton(workspace, scaffold):
     check("proto-services-translator", workspace / "proto/xmpl/br/services/translator/v1")
 
 
-def test_books_neuron(workspace, scaffold):
-    assert scaffold("proto", "create", "xmpl.br.resources-books-v1").code == 0
-    assert scaffold("neuron", "create", "xmpl.br.resources-books-v1").code == 0
-    check("neuron-resources-books-v1", workspace / "neurons/resources-books-v1")
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_neuron_golden(kind, workspace, scaffold, emulator):
+    """Each kind of neuron, byte for byte; then its own tests pass (the golden also runs)."""
+    root = make(kind, workspace, scaffold)
+    check(kind, root)
+    if UPDATE:
+        return
+    r = run_neuron_tests(root, emulator=emulator)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout
 
 
 @pytest.mark.skipif(UPDATE, reason="refreshing goldens")
@@ -62,6 +98,6 @@ def test_goldens_cover_every_template():
     """A template added without a golden that exercises it fails here."""
     root = Path(__file__).parent.parent / "templates" / "neuron"
     rendered = {p.name.removesuffix(".j2") for p in root.rglob("*") if p.is_file() and not p.name.startswith("_")}
-    golden = {p.name for p in (GOLDEN / "neuron-resources-books-v1").rglob("*") if p.is_file()}
-    missing = {n for n in rendered if n not in golden and n not in ("test_service.py", "dockerignore")}
+    golden = {p.name for kind in KINDS for p in (GOLDEN / kind).rglob("*") if p.is_file()}
+    missing = {n for n in rendered if n not in golden and n not in ("test_service.py", "test_contract.py", "dockerignore")}
     assert not missing, missing

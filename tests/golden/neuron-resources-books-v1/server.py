@@ -14,7 +14,7 @@ Your code lives in methods.py; this file only wires it up:
   when set
 - TLS when TLS_CERT_FILE and TLS_KEY_FILE are set, mutual TLS when TLS_CLIENT_CA_FILE is set
   too; plaintext otherwise, which is right on Cloud Run, whose front end terminates TLS
-- per-call authentication with AUTH_MODE=api-key or id-token (see runtime/auth.py)
+- per-call authentication with AUTH_MODE=api-key or id-token (see scaffold_runtime.auth)
 - GRPC_COMPRESSION=gzip|deflate|none (default none), GRPC_MAX_RECEIVE_BYTES (4 MiB),
   GRPC_MAX_CONCURRENT_RPCS (unlimited: calls beyond it get RESOURCE_EXHAUSTED)
 """
@@ -34,19 +34,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pro
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from scaffold_runtime import auth, logs
+from scaffold_runtime.deps import Deps
+from scaffold_runtime.interceptor import CallLogInterceptor
+from scaffold_runtime.stats import RpcStats
 from xmpl.br.resources.books.v1 import books_pb2_grpc
 
 import methods
-from runtime import auth, logs
-from runtime.deps import Deps
-from runtime.interceptor import CallLogInterceptor
-from runtime.stats import RpcStats
 
 log = logging.getLogger("server")
 
-SERVICE_NAMES = (
-    "xmpl.br.resources.books.v1.BooksService",
-)
+SERVICE_NAMES = ("xmpl.br.resources.books.v1.BooksService",)
 
 
 class Neuron:
@@ -77,13 +75,13 @@ class Neuron:
         books_pb2_grpc.add_BooksServiceServicer_to_server(methods.BooksService(deps), self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         credentials = _tls_credentials()
         address = f"{host}:{port}"
         self.tls = credentials is not None
-        self.port = self.server.add_secure_port(address, credentials) if credentials else self.server.add_insecure_port(address)
+        self.port = (
+            self.server.add_secure_port(address, credentials) if credentials else self.server.add_insecure_port(address)
+        )
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {host}:{port}")
         self._drain_lock = threading.Lock()
@@ -103,7 +101,9 @@ class Neuron:
         threading.Thread(target=watch, name="drain-watch", daemon=True).start()
         lifetime = float(os.environ.get("SERVER_MAX_LIFETIME", "0") or 0)
         if lifetime > 0:
-            timer = threading.Timer(lifetime, self.deps.request_shutdown, args=(f"maximum lifetime of {lifetime:g} s reached",))
+            timer = threading.Timer(
+                lifetime, self.deps.request_shutdown, args=(f"maximum lifetime of {lifetime:g} s reached",)
+            )
             timer.daemon = True
             timer.start()
         every = float(os.environ.get("STATS_LOG_SECONDS", "0") or 0)
@@ -124,7 +124,11 @@ class Neuron:
 
 
 def _compression(name: str) -> grpc.Compression:
-    choices = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+    choices = {
+        "none": grpc.Compression.NoCompression,
+        "gzip": grpc.Compression.Gzip,
+        "deflate": grpc.Compression.Deflate,
+    }
     try:
         return choices[name.strip().lower() or "none"]
     except KeyError:
