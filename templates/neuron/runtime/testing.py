@@ -50,9 +50,14 @@ class Emulator:
         self.host = host
         self.proc = proc
 
-    def wipe(self) -> None:
-        """Delete every document (the emulator's own reset endpoint)."""
-        url = f"http://{self.host}/emulator/v1/projects/{EMULATOR_PROJECT}/databases/(default)/documents"
+    def wipe(self, database: str | None = None) -> None:
+        """Delete every document of ``database`` (the emulator's own reset endpoint); by
+        default the one the server uses: FIRESTORE_DATABASE, else the neuron's own."""
+        if database is None:
+            import server
+
+            database = os.environ.get("FIRESTORE_DATABASE") or server.DATABASE
+        url = f"http://{self.host}/emulator/v1/projects/{EMULATOR_PROJECT}/databases/{database}/documents"
         urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
 
 
