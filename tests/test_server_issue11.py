@@ -255,6 +255,7 @@ def sigterm_run(books, pb, pb_grpc, emu, run: int) -> collections.Counter:
                 if code is C.UNAVAILABLE:
                     return
 
+        stub.CreateBook(pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"r{run}-warm"), timeout=30)
         threads = [threading.Thread(target=worker, args=(w,)) for w in range(16)]
         for t in threads:
             t.start()
@@ -262,8 +263,9 @@ def sigterm_run(books, pb, pb_grpc, emu, run: int) -> collections.Counter:
         for t in threads:
             t.join(timeout=30)
         stop.set()
-        server.stop(timeout=20)
-    assert server.proc.returncode == 0
+        server.proc.wait(timeout=20)  # exits by itself after the drain
+        out = server.stop(timeout=20)
+    assert server.proc.returncode == 0, out[-3000:]
     return codes
 
 
@@ -271,6 +273,7 @@ def test_sigterm_under_load_never_cancels_an_accepted_call(books, pb, pb_grpc, o
     totals: collections.Counter = collections.Counter()
     for run in range(3):
         codes = sigterm_run(books, pb, pb_grpc, own_emulator, run)
+        print(f"\nrun {run}: {dict(codes)}")
         assert set(codes) <= {"OK", "UNAVAILABLE"}, (run, codes)
         assert codes["OK"] > 0
         totals.update(codes)

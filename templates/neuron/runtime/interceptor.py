@@ -159,10 +159,12 @@ class Admission(grpc.ServerInterceptor):
         self.streams = 0
         self._watches = 0
         self.draining = False
+        self.last_arrival = 0.0  # monotonic time of the latest call to arrive
         self._cond = threading.Condition()
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
 
     def intercept_service(self, continuation, handler_call_details):
+        self.last_arrival = time.monotonic()
         method = handler_call_details.method
         try:
             return self._wrapped[method]
@@ -212,9 +214,11 @@ class Admission(grpc.ServerInterceptor):
             self._watches -= health
             self._cond.notify_all()
 
-    def drain(self, timeout: float) -> bool:
-        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` s for admitted ones other
-        than health Watch streams; returns whether they all finished."""
+    def drain(self, timeout: float, quiet: float = 0.5) -> bool:
+        """Refuse new calls (UNAVAILABLE), wait up to ``timeout`` s for the admitted ones other
+        than health Watch streams, then until no call has arrived for ``quiet`` s (callers
+        have seen their refusals: a call reaching grpc as it stops would be CANCELLED).
+        Returns whether the admitted calls all finished."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self.draining = True
@@ -223,4 +227,6 @@ class Admission(grpc.ServerInterceptor):
                 if left <= 0:
                     return False
                 self._cond.wait(left)
+        while (wait := min(quiet - (time.monotonic() - self.last_arrival), deadline - time.monotonic())) > 0:
+            time.sleep(wait)
         return True
