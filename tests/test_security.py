@@ -350,8 +350,11 @@ def test_scaffold_call(serve, neuron, pki, scaffold):
     assert json.loads(r.out)["text"].startswith("via call|api-key:")
     r = scaffold("call", s.target, method, "{}", "--cacert", str(pki / "ca.pem"), "-H", "x-api-key:wrong")
     assert r.code == 1 and "PERMISSION_DENIED: permission denied" in r.err
-    r = scaffold("call", s.target, "xmpl.br.services.translator.v1.TranslatorService/Nope", "{}", "--cacert", str(pki / "ca.pem"))
+    r = scaffold("call", s.target, "xmpl.br.services.translator.v1.TranslatorService/Nope", "{}", "--cacert", str(pki / "ca.pem"),
+                 "--api-key", "k1")
     assert r.code == 2 and "has no method 'Nope'" in r.err
+    r = scaffold("call", s.target, method, "{}", "--cacert", str(pki / "ca.pem"))  # reflection needs the key too
+    assert r.code == 1 and "UNAUTHENTICATED" in r.err and "--api-key" in r.err
     r = scaffold("call", s.target, method, "{not json", "--cacert", str(pki / "ca.pem"), "--api-key", "k1")
     assert r.code == 2 and "not a valid" in r.err
 
