@@ -248,8 +248,8 @@ def sigterm_run(books, pb, pb_grpc, emu, run: int) -> collections.Counter:
             for i in range(400):
                 if stop.is_set():
                     return
-                code = code_of(lambda: stub.CreateBook(
-                    pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"r{run}-w{w}-{i}"), timeout=15))
+                request = pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"r{run}-w{w}-{i}")
+                code = code_of(lambda r=request: stub.CreateBook(r, timeout=15))
                 with lock:
                     codes[code.name] += 1
                 if code is C.UNAVAILABLE:
