@@ -78,7 +78,7 @@ resource "google_cloud_run_v2_service" "service" {
   deletion_protection = var.deletion_protection
 
   template {
-    service_account                  = google_service_account.service.email
+    service_account = google_service_account.service.email
 
     # Egress through a VPC (for a caller of an internal-ingress service, e.g. the gateway):
     # Cloud Run counts calls to run.app URLs as internal only when they leave through a VPC.
