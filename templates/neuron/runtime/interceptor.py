@@ -214,11 +214,11 @@ class Admission(grpc.ServerInterceptor):
             self._watches -= health
             self._cond.notify_all()
 
-    def drain(self, timeout: float, quiet: float = 0.5) -> bool:
-        """Refuse new calls (UNAVAILABLE), wait up to ``timeout`` s for the admitted ones other
-        than health Watch streams, then until no call has arrived for ``quiet`` s (callers
-        have seen their refusals: a call reaching grpc as it stops would be CANCELLED).
-        Returns whether the admitted calls all finished."""
+    def drain(self, timeout: float, quiet: float = 0.3, quiet_wait: float = 1.0) -> bool:
+        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` s for the admitted ones
+        other than health Watch streams; then up to ``quiet_wait`` s more for ``quiet`` s
+        without a new call (callers have seen their refusals: a call that reaches grpc just
+        as it stops could end CANCELLED). Returns whether the admitted calls all finished."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self.draining = True
@@ -227,6 +227,7 @@ class Admission(grpc.ServerInterceptor):
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-        while (wait := min(quiet - (time.monotonic() - self.last_arrival), deadline - time.monotonic())) > 0:
+        quiet_until = min(deadline, time.monotonic() + quiet_wait)
+        while (wait := min(quiet - (time.monotonic() - self.last_arrival), quiet_until - time.monotonic())) > 0:
             time.sleep(wait)
         return True
