@@ -52,11 +52,14 @@ class Emulator:
 
     def wipe(self, database: str | None = None) -> None:
         """Delete every document of ``database`` (the emulator's own reset endpoint); by
-        default the one the server uses: FIRESTORE_DATABASE, else the neuron's own."""
+        default the one the server uses: FIRESTORE_DATABASE, else the neuron's own (server.py's
+        DATABASE), else "(default)" where no server module can be imported."""
         if database is None:
-            import server
-
-            database = os.environ.get("FIRESTORE_DATABASE") or server.DATABASE
+            try:
+                from server import DATABASE as neuron_database
+            except ImportError:
+                neuron_database = "(default)"
+            database = os.environ.get("FIRESTORE_DATABASE") or neuron_database
         url = f"http://{self.host}/emulator/v1/projects/{EMULATOR_PROJECT}/databases/{database}/documents"
         urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
 
