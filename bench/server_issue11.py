@@ -24,8 +24,8 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import _neuron_testing  # noqa: E402
-from tests.helpers import ServerProcess, import_stubs  # noqa: E402
+from tests.conftest import _neuron_testing
+from tests.helpers import ServerProcess, import_stubs
 
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
@@ -118,47 +118,53 @@ def stalled_database(root: Path, env: dict, emu, pb, pb_grpc) -> dict:
     return {"health_checks_3s": dict(checks), "get_calls": dict(codes)}
 
 
+def sigterm_run(root: Path, env: dict, pb, pb_grpc, run: int, cancelled_sent: list[float]) -> dict:
+    """One SIGTERM run; returns its status codes, and adds to ``cancelled_sent`` when each
+    CANCELLED call was sent (s after SIGTERM)."""
+    server = ServerProcess(root, {**env, "GRPC_MAX_WORKERS": "18"})
+    codes: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    with grpc.insecure_channel(server.target) as ch:
+        stub = pb_grpc.BooksServiceStub(ch)
+        stub.CreateBook(pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"s{run}-warm"), timeout=30)
+        deadline = time.monotonic() + 10
+
+        def worker(w: int) -> None:
+            for i in range(400):
+                if time.monotonic() > deadline:
+                    return
+                request = pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"s{run}-{w}-{i}")
+                sent = time.monotonic()
+                code = code_of(lambda r=request: stub.CreateBook(r, timeout=15))
+                with lock:
+                    codes[code] += 1
+                    if code == "CANCELLED":
+                        cancelled_sent.append(round(sent - sigterm_at[0], 3))
+                if code == "UNAVAILABLE" and server.proc.poll() is not None:
+                    return  # the server is gone: every further call is UNAVAILABLE
+
+        sigterm_at = [time.monotonic() + 1.5]
+
+        def terminate() -> None:
+            sigterm_at[0] = time.monotonic()
+            server.terminate()
+
+        threading.Timer(1.5, terminate).start()
+        with futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(worker, range(16)))
+        try:
+            server.proc.wait(timeout=20)
+        finally:
+            server.stop()
+    return dict(codes)
+
+
 def sigterm_runs(root: Path, env: dict, pb, pb_grpc, runs: int = 5) -> dict:
     """SIGTERM 1.5 s into 16 callers that keep calling, whatever they get, until the server is gone."""
     per_run = []
     cancelled_sent: list[float] = []  # when each CANCELLED call was sent, in s after SIGTERM
     for run in range(runs):
-        server = ServerProcess(root, {**env, "GRPC_MAX_WORKERS": "18"})
-        codes: collections.Counter = collections.Counter()
-        lock = threading.Lock()
-        with grpc.insecure_channel(server.target) as ch:
-            stub = pb_grpc.BooksServiceStub(ch)
-            stub.CreateBook(pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"s{run}-warm"), timeout=30)
-            deadline = time.monotonic() + 10
-
-            def worker(w: int) -> None:
-                for i in range(400):
-                    if time.monotonic() > deadline:
-                        return
-                    request = pb.CreateBookRequest(book=pb.Book(display_name="d"), book_id=f"s{run}-{w}-{i}")
-                    sent = time.monotonic()
-                    code = code_of(lambda r=request: stub.CreateBook(r, timeout=15))
-                    with lock:
-                        codes[code] += 1
-                        if code == "CANCELLED":
-                            cancelled_sent.append(round(sent - sigterm_at[0], 3))
-                    if code == "UNAVAILABLE" and server.proc.poll() is not None:
-                        return  # the server is gone: every further call is UNAVAILABLE
-
-            sigterm_at = [time.monotonic() + 1.5]
-
-            def terminate() -> None:
-                sigterm_at[0] = time.monotonic()
-                server.terminate()
-
-            threading.Timer(1.5, terminate).start()
-            with futures.ThreadPoolExecutor(16) as pool:
-                list(pool.map(worker, range(16)))
-            try:
-                server.proc.wait(timeout=20)
-            finally:
-                server.stop()
-        per_run.append(dict(codes))
+        per_run.append(sigterm_run(root, env, pb, pb_grpc, run, cancelled_sent))
     return {"runs": per_run, "cancelled_per_run": [r.get("CANCELLED", 0) for r in per_run],
             "cancelled_sent_after_sigterm_s": sorted(cancelled_sent)}
 
