@@ -62,6 +62,17 @@ def _channel(opts: CallOptions):
     return grpc.insecure_channel(opts.target)
 
 
+def _with_metadata(metadata: list[tuple[str, str]]):
+    """A client interceptor that adds ``metadata`` to every streaming call (reflection)."""
+    import grpc
+
+    class WithMetadata(grpc.StreamStreamClientInterceptor):
+        def intercept_stream_stream(self, continuation, details, request_iterator):
+            return continuation(details._replace(metadata=[*(details.metadata or ()), *metadata]), request_iterator)
+
+    return WithMetadata()
+
+
 def call(opts: CallOptions, echo) -> None:
     import grpc
     from google.protobuf import descriptor_pool, json_format, message_factory
@@ -77,7 +88,8 @@ def call(opts: CallOptions, echo) -> None:
             grpc.channel_ready_future(channel).result(timeout=min(opts.timeout, 10))
         except grpc.FutureTimeoutError:
             raise ToolError(f"cannot connect to {opts.target}", hint="is the server running? TLS servers need --cacert") from None
-        database = ProtoReflectionDescriptorDatabase(channel)
+        # Reflection carries the call's credentials: servers with AUTH_MODE set require them.
+        database = ProtoReflectionDescriptorDatabase(grpc.intercept_channel(channel, _with_metadata(metadata)))
         pool = descriptor_pool.DescriptorPool(database)
         try:
             service = pool.FindServiceByName(service_name)
@@ -86,7 +98,8 @@ def call(opts: CallOptions, echo) -> None:
                              hint=f"list them with: grpcurl -plaintext {opts.target} list") from None
         except grpc.RpcError as err:
             raise ToolError(f"server reflection failed: {err.code().name}: {err.details()}",
-                            hint="the server must enable reflection (every scaffold neuron does)") from None
+                            hint="the server must enable reflection (every scaffold neuron does); "
+                                 "with AUTH_MODE set it needs credentials too (--api-key, -H)") from None
         method = service.methods_by_name.get(method_name)
         if method is None:
             raise UsageError(f"{service_name} has no method {method_name!r}; it has: {', '.join(service.methods_by_name)}")

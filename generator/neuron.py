@@ -391,7 +391,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 ImportLine("grpc_reflection.v1alpha", ("reflection",)),
                 ImportLine("scaffold_runtime", ("auth", "logs")),
                 ImportLine("scaffold_runtime.deps", ("Deps",)),
-                ImportLine("scaffold_runtime.interceptor", ("CallLogInterceptor",)),
+                ImportLine("scaffold_runtime.interceptor", ("Admission", "CallLogInterceptor")),
                 ImportLine("scaffold_runtime.stats", ("RpcStats",)),
             ),
         ),

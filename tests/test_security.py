@@ -22,7 +22,7 @@ from tests.helpers import ServerProcess, forget_package, free_port
 
 TRANSLATOR = "xmpl.br.services-translator-v1"
 ECHO_IMPL = (
-    "        from runtime.auth import caller\n\n"
+    "        from scaffold_runtime.auth import caller\n\n"
     "        return translator_pb2.EchoResponse(text=f\"{request.text}|{caller()}\")"
 )
 
@@ -123,9 +123,32 @@ def test_tls_with_the_right_ca(serve, neuron, pki):
     assert echo_code(neuron, s.target) == grpc.StatusCode.UNAVAILABLE  # plaintext client, TLS server
 
 
-def test_tls_with_an_expired_certificate_fails(serve, neuron, pki):
-    s = serve(TLS_CERT_FILE=str(pki / "expired.pem"), TLS_KEY_FILE=str(pki / "expired.key"))
-    assert echo_code(neuron, s.target, root_cert=pki / "ca.pem") == grpc.StatusCode.UNAVAILABLE
+def refused_start(neuron: Path, **settings) -> str:
+    """Run server.py with ``settings``; assert it refuses to start with one clear log line
+    and no traceback; return that line's message."""
+    env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", **settings}
+    r = subprocess.run([sys.executable, "server.py"], cwd=neuron, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "Failed to bind" not in r.stdout + r.stderr
+    (line,) = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert line["severity"] == "CRITICAL" and line["message"].startswith("cannot start: ")
+    return line["message"]
+
+
+def test_tls_settings_that_cannot_work_refuse_to_start(neuron, pki, tmp_path):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    empty = tmp_path / "empty-ca.pem"
+    empty.write_text("")
+    cert, key = str(pki / "server.pem"), str(pki / "server.key")
+    assert "expired on" in refused_start(neuron, TLS_CERT_FILE=str(pki / "expired.pem"), TLS_KEY_FILE=str(pki / "expired.key"))
+    assert "not a PEM certificate and its private key" in refused_start(
+        neuron, TLS_CERT_FILE=cert, TLS_KEY_FILE=str(pki / "expired.key"))  # a key of another certificate
+    assert "not a PEM certificate and its private key" in refused_start(neuron, TLS_CERT_FILE=str(garbage), TLS_KEY_FILE=key)
+    missing = refused_start(neuron, TLS_CERT_FILE=str(tmp_path / "nope.pem"), TLS_KEY_FILE=key)
+    assert "TLS_CERT_FILE=" in missing and "cannot read it" in missing
+    assert "holds no PEM CA certificate" in refused_start(neuron, TLS_CERT_FILE=cert, TLS_KEY_FILE=key,
+                                                          TLS_CLIENT_CA_FILE=str(empty))
 
 
 def test_mutual_tls(serve, neuron, pki):
@@ -149,9 +172,12 @@ def test_api_keys(serve, neuron, tmp_path):
 
     with grpc.insecure_channel(s.target) as ch:  # probes need no credentials
         assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
-    listed = subprocess.run([str(Path(sys.executable).parent / "grpcurl"), "-plaintext", s.target, "list"],
+    grpcurl = str(Path(sys.executable).parent / "grpcurl")
+    listed = subprocess.run([grpcurl, "-plaintext", "-H", "x-api-key: k-one", s.target, "list"],
                             capture_output=True, text=True, timeout=30)
     assert "xmpl.br.services.translator.v1.TranslatorService" in listed.stdout
+    anonymous = subprocess.run([grpcurl, "-plaintext", s.target, "list"], capture_output=True, text=True, timeout=30)
+    assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stderr  # reflection needs a key too
     out = s.stop()
     logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(e.get("message") == "call refused: PERMISSION_DENIED" for e in logged)
@@ -164,6 +190,25 @@ def test_api_keys_from_a_mounted_secret_file(serve, neuron, tmp_path):
     s = serve(AUTH_MODE="api-key", API_KEYS_FILE=str(keys))
     assert echo(neuron, s.target, api_key="file-key").startswith("hi|api-key:")
     assert echo_code(neuron, s.target, api_key="other") == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_api_keys_file_removed_while_running_keeps_the_last_keys(serve, neuron, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("file-key\n")
+    s = serve(AUTH_MODE="api-key", API_KEYS_FILE=str(keys))
+    assert echo(neuron, s.target, api_key="file-key").startswith("hi|api-key:")
+    keys.unlink()
+    for _ in range(3):
+        assert echo(neuron, s.target, api_key="file-key").startswith("hi|api-key:")
+        with pytest.raises(grpc.RpcError) as err:
+            echo(neuron, s.target, api_key="other")
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and str(tmp_path) not in err.value.details()
+    keys.write_text("new-key\n")  # a file that comes back is read again
+    assert echo(neuron, s.target, api_key="new-key").startswith("hi|api-key:")
+    out = s.stop()
+    warnings = [json.loads(x) for x in out.splitlines() if "cannot be read" in x]
+    assert len(warnings) == 1 and warnings[0]["severity"] == "WARNING"
+    assert "UNKNOWN" not in out and "Traceback" not in out
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +227,16 @@ def token_issuer():
             .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
     body = json.dumps({"test-kid": cert.public_bytes(serialization.Encoding.PEM).decode()}).encode()
+    fetches: list[str] = []  # paths asked for; /slow answers after 6 s
 
     class Certs(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            fetches.append(self.path)
+            if self.path.startswith("/slow"):
+                time.sleep(6)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "public, max-age=300, must-revalidate")
             self.end_headers()
             self.wfile.write(body)
 
@@ -209,6 +259,7 @@ def token_issuer():
         return jwt.encode(by, claims).decode()
 
     token.other = other
+    token.fetches = fetches
     yield f"http://127.0.0.1:{httpd.server_address[1]}/certs", token
     httpd.shutdown()
 
@@ -228,6 +279,44 @@ def test_id_tokens(serve, neuron, token_issuer):
     assert not calls or all("caller" in c for c in calls if c.get("grpc.code") == "OK")
 
 
+def test_id_token_certificates_are_cached_and_bad_tokens_cost_no_fetch(serve, neuron, token_issuer):
+    certs_url, token = token_issuer
+    path = f"/certs-cache-{time.monotonic_ns()}"
+    s = serve(AUTH_MODE="id-token", AUTH_AUDIENCE="https://books.example.run.app", AUTH_CERTS_URL=certs_url.replace("/certs", path))
+    import base64
+
+    def with_header(header: dict) -> str:  # a real token's claims and signature under another header
+        encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).decode().rstrip("=")
+        return encoded + "." + token().partition(".")[2]
+
+    malformed = ["not.a.jwt", "x", "a.b.c.d", "eyJhbGciOiJub25lIn0.e30.", with_header({"alg": "HS256", "kid": "test-kid"}),
+                 with_header({"alg": "none"}), with_header({"alg": "RS256"})]
+    for bad in malformed:  # not an RS256 JWT with a key id: refused without a fetch
+        assert echo_code(neuron, s.target, id_token=bad) == grpc.StatusCode.PERMISSION_DENIED
+    assert [p for p in token.fetches if p == path] == []
+    for _ in range(10):
+        assert echo(neuron, s.target, id_token=token()) == "hi|caller@p.iam.gserviceaccount.com"
+    for bad in [*malformed, with_header({"alg": "RS256", "kid": "unknown-kid"}), token(by=token.other)]:
+        assert echo_code(neuron, s.target, id_token=bad) == grpc.StatusCode.PERMISSION_DENIED
+    assert [p for p in token.fetches if p == path] == [path]  # 26 calls, one fetch
+    s.stop()
+
+
+def test_a_slow_certificate_endpoint_is_bounded(serve, neuron, token_issuer):
+    certs_url, token = token_issuer
+    path = f"/slow-{time.monotonic_ns()}"
+    s = serve(AUTH_MODE="id-token", AUTH_AUDIENCE="https://books.example.run.app",
+              AUTH_CERTS_URL=certs_url.replace("/certs", path), AUTH_CERTS_TIMEOUT="1")
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    codes = [echo_code(neuron, s.target, id_token=token()) for _ in range(3)]
+    assert codes == [grpc.StatusCode.UNAVAILABLE] * 3
+    with grpc.insecure_channel(s.target) as ch:
+        assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+    assert [p for p in token.fetches if p == path] == [path]  # failures are not retried at once
+    s.stop()
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_calls_round_trip(serve, neuron, algorithm):
     s = serve(GRPC_COMPRESSION=algorithm)
@@ -238,7 +327,7 @@ def test_compressed_calls_round_trip(serve, neuron, algorithm):
 def test_bad_settings_stop_the_server_with_a_message(neuron):
     env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", "AUTH_MODE": "api-key"}
     r = subprocess.run([sys.executable, "server.py"], cwd=neuron, env=env, capture_output=True, text=True, timeout=30)
-    assert r.returncode != 0 and "API_KEYS" in r.stderr
+    assert r.returncode == 2 and "API_KEYS" in r.stdout and "Traceback" not in r.stdout + r.stderr
 
 
 def test_grpcurl_talks_to_a_tls_neuron_with_a_key(serve, neuron, pki):
@@ -261,8 +350,11 @@ def test_scaffold_call(serve, neuron, pki, scaffold):
     assert json.loads(r.out)["text"].startswith("via call|api-key:")
     r = scaffold("call", s.target, method, "{}", "--cacert", str(pki / "ca.pem"), "-H", "x-api-key:wrong")
     assert r.code == 1 and "PERMISSION_DENIED: permission denied" in r.err
-    r = scaffold("call", s.target, "xmpl.br.services.translator.v1.TranslatorService/Nope", "{}", "--cacert", str(pki / "ca.pem"))
+    r = scaffold("call", s.target, "xmpl.br.services.translator.v1.TranslatorService/Nope", "{}", "--cacert", str(pki / "ca.pem"),
+                 "--api-key", "k1")
     assert r.code == 2 and "has no method 'Nope'" in r.err
+    r = scaffold("call", s.target, method, "{}", "--cacert", str(pki / "ca.pem"))  # reflection needs the key too
+    assert r.code == 1 and "UNAUTHENTICATED" in r.err and "--api-key" in r.err
     r = scaffold("call", s.target, method, "{not json", "--cacert", str(pki / "ca.pem"), "--api-key", "k1")
     assert r.code == 2 and "not a valid" in r.err
 

@@ -20,7 +20,8 @@ BOOKS = "xmpl.br.resources-books-v1"
 NEURON_VARIABLES = {
     "project_id", "region", "service_name", "image", "min_instances", "max_instances", "concurrency",
     "cpu", "memory", "timeout", "env", "secret_env", "allow_unauthenticated", "invoker_members",
-    "deletion_protection", "gateway", "gateway_allow_unauthenticated",
+    "deletion_protection", "gateway", "gateway_allow_unauthenticated", "firestore_location", "ingress",
+    "gateway_vpc_network", "gateway_vpc_subnetwork",
 }
 
 
@@ -91,7 +92,24 @@ def test_module_settings(deployed_ws):
     assert envs["GOOGLE_CLOUD_PROJECT"] == "${var.project_id}"
     roles = res["google_project_iam_member.roles"]
     assert roles["for_each"] == "${toset(var.project_roles)}"
-    assert [unq(r) for r in variables["project_roles"]["default"]] == ["roles/datastore.user"]  # the only project role
+    assert variables["project_roles"]["default"] == []  # no project-wide role by default
+    # Firestore: the service's own database, and datastore.user on that database alone.
+    database = res["google_firestore_database.own"]
+    assert unq(database["name"]) == "${var.firestore_database}" and unq(database["type"]) == "FIRESTORE_NATIVE"
+    firestore = res["google_project_iam_member.firestore"]
+    assert unq(firestore["role"]) == "roles/datastore.user"
+    (condition,) = firestore["condition"]
+    assert condition["expression"] == '"resource.name == \\"projects/${var.project_id}/databases/${var.firestore_database}\\""'
+    assert main["locals"][0]["database_env"] == '${var.firestore_database == "" ? {} : {FIRESTORE_DATABASE = var.firestore_database}}'
+    # Concurrency and workers together: the server admits var.concurrency calls, with 2 workers more.
+    grpc_env = main["locals"][0]["grpc_env"]
+    assert "GRPC_MAX_CONCURRENT_RPCS = tostring(var.concurrency)" in grpc_env
+    assert "GRPC_MAX_WORKERS = tostring(var.concurrency + 2)" in grpc_env
+    assert "so a liveness probe or a refusal always finds a free" in (module / "main.tf").read_text()
+    assert unq(svc["ingress"]) == "${local.ingress[var.ingress]}"
+    ingress = {unq(k): unq(v) for k, v in main["locals"][0]["ingress"].items()}
+    assert ingress["internal-and-cloud-load-balancing"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+    assert unq(variables["ingress"]["default"]) == "all"
     assert unq(template["service_account"]) == "${google_service_account.service.email}"
     public = res["google_cloud_run_v2_service_iam_member.public"]
     assert unq(public["member"]) == "allUsers" and public["count"] == "${var.allow_unauthenticated ? 1 : 0}"
@@ -127,6 +145,42 @@ def test_neuron_terraform(deployed_ws):
     gateway = {k.strip(chr(34)): v for k, v in parse(tf / "cloudrun.tf")["module"][1].items()}["gateway"]
     assert unq(gateway["protocol"]) == "http" and gateway["project_roles"] == []
     assert gateway["count"] == "${var.gateway ? 1 : 0}"
+    assert "firestore_database" not in gateway  # the gateway reads no database
+    # Its own Firestore database, named after the service.
+    assert module["firestore_database"] == "${var.service_name}"
+    # Ingress: internal-and-cloud-load-balancing when the gateway is the caller and reaches the
+    # service through a VPC; all otherwise (an internal service would refuse a gateway outside one).
+    cloudrun = parse(tf / "cloudrun.tf")
+    assert module["ingress"] == "${local.ingress}"
+    ingress = cloudrun["locals"][0]["ingress"]
+    assert '"internal-and-cloud-load-balancing"' in ingress and "var.gateway_vpc_subnetwork" in ingress
+    assert unq(variables["ingress"]["default"]) == "" and variables["concurrency"]["default"] == 14
+    assert "GRPC_MAX_WORKERS to this + 2" in (tf / "variables.tf").read_text()  # the reason, next to the value
+    # PAGE_TOKEN_KEY: a generated secret in Secret Manager, mounted by reference.
+    res = blocks(cloudrun, "resource")
+    assert res["random_password.page_token_key"]["length"] >= 32
+    assert unq(res["google_secret_manager_secret.page_token_key"]["secret_id"]) == "${var.service_name}-page-token-key"
+    assert unq(res["google_secret_manager_secret_version.page_token_key"]["secret_data"]) == "${random_password.page_token_key.result}"
+    secret_env = module["secret_env"]
+    assert "PAGE_TOKEN_KEY" in secret_env and "google_secret_manager_secret.page_token_key.secret_id" in secret_env
+    providers = settings["required_providers"][0]
+    assert unq(providers["random"]["source"]) == "hashicorp/random"
+
+
+def test_dockerignore_keeps_secrets_out_of_the_image(deployed_ws):
+    import fnmatch
+
+    root = deployed_ws / "neurons/resources-books-v1"
+    patterns = [p for p in (root / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p.replace("**/", "")) or fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/")
+                   or fnmatch.fnmatch(path.rsplit("/", 1)[-1], p.replace("**/", "")) for p in patterns)
+
+    for secret in ("certs/server.key", "certs/ca.pem", "tls.key", "sub/dir/client.pem", ".env", ".env.local", "sub/.env"):
+        assert ignored(secret), secret
+    for kept in ("server.py", "methods.py", "runtime/auth.py", "requirements.txt"):
+        assert not ignored(kept), kept
 
 
 def test_product_terraform(deployed_ws):

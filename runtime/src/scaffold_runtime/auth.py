@@ -5,10 +5,12 @@
   file), never from the image. Keys are compared in constant time.
 - ``id-token``: callers send ``authorization: Bearer <Google-signed ID token>`` (what Cloud Run
   service-to-service calls use); the token is verified with google-auth against AUTH_AUDIENCE
-  (the service URL). AUTH_CERTS_URL overrides where the signing certificates come from.
+  (the service URL). AUTH_CERTS_URL overrides where the signing certificates come from; they
+  are cached for their Cache-Control max-age and fetched with an AUTH_CERTS_TIMEOUT (2 s) limit.
 
 Missing credentials: UNAUTHENTICATED; wrong ones: PERMISSION_DENIED; neither says why, so a
-caller learns nothing about valid keys. Health and reflection stay open (probes need them).
+caller learns nothing about valid keys. Health stays open (probes need it); reflection needs
+credentials too unless REFLECTION_PUBLIC=true (it describes the API, and its streams hold a worker).
 The caller's identity is ``scaffold_runtime.auth.caller()`` inside methods and goes into call logs.
 """
 
@@ -24,7 +26,8 @@ import grpc
 
 log = logging.getLogger("scaffold_runtime.auth")
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
-OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+HEALTH_PREFIX = "/grpc.health."
+REFLECTION_PREFIX = "/grpc.reflection."
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 DEFAULT_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
@@ -54,12 +57,22 @@ class ApiKeys:
         self._keys()
 
     def _keys(self) -> list[str]:
+        """The valid keys. A key file that cannot be read (removed, unreadable) keeps the last
+        good keys and logs a warning once; at start-up it raises RuntimeError."""
         if self._path:
-            mtime = os.stat(self._path).st_mtime
-            if mtime != self._mtime:
-                with self._lock, open(self._path, encoding="utf-8") as fh:
-                    self._from_file = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
-                    self._mtime = mtime
+            try:
+                mtime = os.stat(self._path).st_mtime
+                if mtime != self._mtime:
+                    with self._lock, open(self._path, encoding="utf-8") as fh:
+                        self._from_file = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+                        self._mtime = mtime
+            except (OSError, UnicodeDecodeError) as exc:
+                if self._mtime == -1.0:
+                    raise RuntimeError(f"API_KEYS_FILE={self._path}: cannot read it ({exc})") from None
+                if self._mtime != -2.0:
+                    log.warning("API_KEYS_FILE %s cannot be read (%s): keeping the last keys read", self._path,
+                                type(exc).__name__)
+                    self._mtime = -2.0  # warned; a readable file again is re-read (its mtime differs)
         return self._inline + self._from_file
 
     def check(self, metadata: dict[str, str]) -> str:
@@ -78,19 +91,79 @@ class ApiKeys:
 
 
 class IdTokens:
-    def __init__(self, audience: str, certs_url: str = DEFAULT_CERTS_URL) -> None:
+    """Google-signed ID tokens, verified against certificates fetched from ``certs_url`` and
+    cached for their Cache-Control max-age. A token that is not an RS256 JWT whose key id is
+    among the cached certificates is refused without a fetch; a fetch that fails (bounded by
+    ``timeout`` s) is not retried for ``RETRY_AFTER`` s, so a slow or broken endpoint costs
+    callers at most one wait."""
+
+    DEFAULT_MAX_AGE = 300.0
+    RETRY_AFTER = 5.0
+
+    def __init__(self, audience: str, certs_url: str = DEFAULT_CERTS_URL, timeout: float = 2.0) -> None:
         if not audience:
             raise RuntimeError("AUTH_MODE=id-token needs AUTH_AUDIENCE (the service URL callers ask tokens for)")
-        import google.auth.transport.requests
         import requests
 
         self.audience = audience
         self.certs_url = certs_url
-        self._request = google.auth.transport.requests.Request(session=requests.Session())
+        self.timeout = timeout
+        self.fetches = 0
+        self._session = requests.Session()
+        self._certs: dict[str, str] = {}
+        self._fresh_until = 0.0  # monotonic time until which _certs (or a failure) stands
+        self._lock = threading.Lock()
+
+    def _certificates(self) -> dict[str, str]:
+        """{key id: PEM certificate}; raises AuthError(UNAVAILABLE) when none can be had."""
+        if time.monotonic() >= self._fresh_until:
+            with self._lock:
+                if time.monotonic() >= self._fresh_until:
+                    self._fetch()
+        if not self._certs:
+            raise AuthError(grpc.StatusCode.UNAVAILABLE)
+        return self._certs
+
+    def _fetch(self) -> None:
+        import re
+
+        import requests
+
+        self.fetches += 1
+        try:
+            response = self._session.get(self.certs_url, timeout=self.timeout)
+            response.raise_for_status()
+            certs = response.json()
+            if not isinstance(certs, dict) or not all(isinstance(v, str) for v in certs.values()):
+                raise ValueError("not a {kid: certificate} object")
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("id token certificates unavailable: %s", type(exc).__name__)
+            self._fresh_until = time.monotonic() + self.RETRY_AFTER  # keep any certificates we had
+            return
+        match = re.search(r"max-age=(\d+)", response.headers.get("Cache-Control", ""))
+        self._certs = certs
+        self._fresh_until = time.monotonic() + (float(match.group(1)) if match else self.DEFAULT_MAX_AGE)
+
+    @staticmethod
+    def _key_id(token: str) -> str:
+        """The key id of an RS256 JWT; raises AuthError(PERMISSION_DENIED) for anything else."""
+        import base64
+        import json
+
+        try:
+            head = token.split(".")
+            if len(head) != 3:
+                raise ValueError("not a JWT")
+            header = json.loads(base64.urlsafe_b64decode(head[0] + "=" * (-len(head[0]) % 4)))
+            if header.get("alg") != "RS256" or not isinstance(header.get("kid"), str):
+                raise ValueError("not RS256 with a key id")
+            return header["kid"]
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            raise AuthError(grpc.StatusCode.PERMISSION_DENIED) from None
 
     def check(self, metadata: dict[str, str]) -> str:
         from google.auth import exceptions as auth_exceptions
-        from google.oauth2 import id_token
+        from google.auth import jwt
 
         header = metadata.get("authorization", "")
         if not header:
@@ -98,12 +171,13 @@ class IdTokens:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED)
+        kid = self._key_id(token)
+        certs = self._certificates()
+        if kid not in certs:
+            log.info("id token refused: unknown key id")
+            raise AuthError(grpc.StatusCode.PERMISSION_DENIED)
         try:
-            claims = id_token.verify_token(token, self._request, audience=self.audience, certs_url=self.certs_url,
-                                           clock_skew_in_seconds=10)
-        except auth_exceptions.TransportError as exc:  # the signing certificates could not be fetched
-            log.warning("id token certificates unavailable: %s", exc)
-            raise AuthError(grpc.StatusCode.UNAVAILABLE) from None
+            claims = jwt.decode(token, certs={kid: certs[kid]}, audience=self.audience, clock_skew_in_seconds=10)
         except (ValueError, auth_exceptions.GoogleAuthError) as exc:  # bad signature, audience, expiry, format
             log.info("id token refused: %s", type(exc).__name__)
             raise AuthError(grpc.StatusCode.PERMISSION_DENIED) from None
@@ -120,28 +194,35 @@ def from_environment():
     if mode == "api-key":
         return ApiKeys(os.environ.get("API_KEYS", ""), os.environ.get("API_KEYS_FILE", ""))
     if mode == "id-token":
-        return IdTokens(os.environ.get("AUTH_AUDIENCE", ""), os.environ.get("AUTH_CERTS_URL") or DEFAULT_CERTS_URL)
+        return IdTokens(os.environ.get("AUTH_AUDIENCE", ""), os.environ.get("AUTH_CERTS_URL") or DEFAULT_CERTS_URL,
+                        float(os.environ.get("AUTH_CERTS_TIMEOUT", "2") or 2))
     raise RuntimeError(f"unknown AUTH_MODE {mode!r}: use api-key, id-token or leave it unset")
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
     """Checks credentials before the method runs; wraps each method's handler once."""
 
-    def __init__(self, checker) -> None:
+    def __init__(self, checker, reflection_public: bool | None = None) -> None:
         self.checker = checker
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        if reflection_public is None:
+            reflection_public = os.environ.get("REFLECTION_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on")
+        self._open_prefixes = (HEALTH_PREFIX, REFLECTION_PREFIX) if reflection_public else (HEALTH_PREFIX,)
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         if method in self._wrapped:
             return self._wrapped[method]
         handler = continuation(handler_call_details)
-        if handler is None or method.startswith(OPEN_PREFIXES):
-            self._wrapped[method] = handler
-            return handler
-        wrapped = self._wrap(handler)
+        if handler is None:  # an unknown method: never cached, so made-up names cost no memory
+            return None
+        wrapped = handler if self._open(method) else self._wrap(handler)
         self._wrapped[method] = wrapped
         return wrapped
+
+    def _open(self, method: str) -> bool:
+        """Whether ``method`` is served without credentials."""
+        return method.startswith(self._open_prefixes)
 
     def _authenticate(self, context) -> contextvars.Token:
         try:

@@ -16,9 +16,11 @@ log = logging.getLogger("server")
 class Deps:
     """Handed to every servicer. Attributes are created on first use, once per process."""
 
-    def __init__(self, stop_requested: threading.Event | None = None, stats: RpcStats | None = None) -> None:
+    def __init__(self, stop_requested: threading.Event | None = None, stats: RpcStats | None = None,
+                 database: str = "(default)") -> None:
         self.stop_requested = stop_requested or threading.Event()
         self.stats = stats or RpcStats()
+        self.database = database
 
     def request_shutdown(self, reason: str = "shutdown requested") -> None:
         """Drain and stop the server, the same way SIGTERM does (calls in flight finish)."""
@@ -29,11 +31,13 @@ class Deps:
     @functools.cached_property
     def firestore(self):
         """A Firestore client for ``GOOGLE_CLOUD_PROJECT`` (or the emulator when
-        ``FIRESTORE_EMULATOR_HOST`` is set; then the project defaults to ``demo-local``)."""
+        ``FIRESTORE_EMULATOR_HOST`` is set; then the project defaults to ``demo-local``), on
+        database ``FIRESTORE_DATABASE``, else this neuron's own (``database``, which server.py
+        sets to the neuron's name): neurons never share documents, not even on one emulator."""
         from google.cloud import firestore
 
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or None
         if project is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
             project = "demo-local"
-        database = os.environ.get("FIRESTORE_DATABASE") or "(default)"
+        database = os.environ.get("FIRESTORE_DATABASE") or self.database
         return firestore.Client(project=project, database=database)

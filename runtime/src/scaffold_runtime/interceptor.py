@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import grpc
@@ -32,7 +33,7 @@ class CallLogInterceptor(grpc.ServerInterceptor):
         self.stats = stats
         self.every_call = _env_bool("LOG_EVERY_CALL") if every_call is None else every_call
         self.slow = (float(os.environ.get("LOG_SLOW_MS", "1000")) if slow_ms is None else slow_ms) / 1000
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -41,12 +42,10 @@ class CallLogInterceptor(grpc.ServerInterceptor):
         except KeyError:
             pass
         handler = continuation(handler_call_details)
-        wrapped = self._wrap(method, handler) if handler is not None else None
-        if not method.startswith(("/grpc.health.", "/grpc.reflection.")):
-            self._wrapped[method] = wrapped
-        else:
-            self._wrapped[method] = handler
-            wrapped = handler
+        if handler is None:  # an unknown method: never cached, so made-up names cost no memory
+            return None
+        wrapped = handler if method.startswith(("/grpc.health.", "/grpc.reflection.")) else self._wrap(method, handler)
+        self._wrapped[method] = wrapped
         return wrapped
 
     def _record(self, method: str, context, started: float, error: BaseException | None) -> None:
@@ -107,3 +106,126 @@ class CallLogInterceptor(grpc.ServerInterceptor):
 
         factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         return factory(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_PREFIX = "/grpc.health."
+
+
+def around(handler: grpc.RpcMethodHandler, guard) -> grpc.RpcMethodHandler:
+    """``handler`` with each call run inside ``guard(context, streaming)``, a context manager
+    (entered when a worker starts the call, left when its last response is sent)."""
+    streaming = handler.response_streaming
+    is_stream = handler.request_streaming or handler.response_streaming
+    if not streaming:
+        inner = handler.unary_unary or handler.stream_unary
+
+        def unary(request, context):
+            with guard(context, is_stream):
+                return inner(request, context)
+
+        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return factory(unary, handler.request_deserializer, handler.response_serializer)
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    def stream(request, context):
+        with guard(context, is_stream):
+            yield from inner_stream(request, context)
+
+    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    return factory(stream, handler.request_deserializer, handler.response_serializer)
+
+
+class Admission(grpc.ServerInterceptor):
+    """Our own limit on calls in flight, instead of grpc's ``maximum_concurrent_rpcs``.
+
+    - At most ``max_calls`` calls run at once, of which at most ``max_streams`` are streaming
+      calls (reflection, health Watch, your streams); beyond that a call gets RESOURCE_EXHAUSTED
+      at once. ``max_calls`` is below the worker count, so a worker is always free for
+      health checks and for those refusals: a saturated instance still answers its probes.
+    - Health Check is never limited nor counted.
+    - ``drain()`` refuses new calls with UNAVAILABLE and waits for the admitted ones, so a call
+      accepted before SIGTERM ends with its own result, not CANCELLED.
+    """
+
+    def __init__(self, max_calls: int, max_streams: int) -> None:
+        if not 1 <= max_streams <= max_calls:
+            raise RuntimeError(f"the streaming call limit ({max_streams}) must be between 1 and the call limit ({max_calls})")
+        self.max_calls = max_calls
+        self.max_streams = max_streams
+        self.calls = 0  # admitted calls in flight, streams included (health Watch excluded)
+        self.streams = 0
+        self._watches = 0
+        self.draining = False
+        self.last_arrival = 0.0  # monotonic time of the latest call to arrive
+        self._cond = threading.Condition()
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
+
+    def intercept_service(self, continuation, handler_call_details):
+        self.last_arrival = time.monotonic()
+        method = handler_call_details.method
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; nothing cached
+            return None
+        wrapped = handler if method == HEALTH_CHECK else around(handler, self._guard(method.startswith(HEALTH_PREFIX)))
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _guard(self, health: bool):
+        admission = self
+
+        class Guard:
+            def __init__(self, context, streaming: bool) -> None:
+                self.context, self.streaming = context, streaming
+
+            def __enter__(self):
+                admission._admit(self.context, self.streaming, health)
+
+            def __exit__(self, *exc):
+                admission._release(self.streaming, health)
+                return False
+
+        return Guard
+
+    def _admit(self, context, streaming: bool, health: bool) -> None:
+        with self._cond:
+            if self.draining and not health:
+                refusal = (grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+            elif self.calls >= self.max_calls or (streaming and self.streams >= self.max_streams):
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in flight; retry later")
+            else:
+                refusal = None
+                self.calls += 1
+                self.streams += streaming
+                self._watches += health
+        if refusal is not None:
+            context.abort(*refusal)
+
+    def _release(self, streaming: bool, health: bool) -> None:
+        with self._cond:
+            self.calls -= 1
+            self.streams -= streaming
+            self._watches -= health
+            self._cond.notify_all()
+
+    def drain(self, timeout: float, quiet: float = 0.3, quiet_wait: float = 1.0) -> bool:
+        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` s for the admitted ones
+        other than health Watch streams; then up to ``quiet_wait`` s more for ``quiet`` s
+        without a new call (callers have seen their refusals: a call that reaches grpc just
+        as it stops could end CANCELLED). Returns whether the admitted calls all finished."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self.draining = True
+            while self.calls - self._watches > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        quiet_until = min(deadline, time.monotonic() + quiet_wait)
+        while (wait := min(quiet - (time.monotonic() - self.last_arrival), quiet_until - time.monotonic())) > 0:
+            time.sleep(wait)
+        return True

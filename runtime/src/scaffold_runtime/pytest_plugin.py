@@ -52,7 +52,7 @@ def _uses_firestore() -> bool:
 def _clean_database(request, _uses_firestore):
     """Each test that talks to the server starts with an empty database."""
     if _uses_firestore and ("server" in request.fixturenames or "emulator" in request.fixturenames):
-        request.getfixturevalue("emulator").wipe(os.environ.get("FIRESTORE_DATABASE") or "(default)")
+        request.getfixturevalue("emulator").wipe()
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,16 @@ class Emulator:
         self.proc = proc
         self.project = project
 
-    def wipe(self, database: str = "(default)") -> None:
-        """Delete every document of this project's ``database`` (the emulator's reset endpoint)."""
+    def wipe(self, database: str | None = None) -> None:
+        """Delete every document of ``database`` in this project (the emulator's own reset
+        endpoint); by default the one the server uses: FIRESTORE_DATABASE, else the neuron's own
+        (server.py's DATABASE), else "(default)" where no server module can be imported."""
+        if database is None:
+            try:
+                from server import DATABASE as neuron_database
+            except ImportError:
+                neuron_database = "(default)"
+            database = os.environ.get("FIRESTORE_DATABASE") or neuron_database
         url = f"http://{self.host}/emulator/v1/projects/{self.project}/databases/{database}/documents"
         urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=60).close()
 
