@@ -165,6 +165,11 @@ class Neuron:
     base_imports: tuple[ImportLine, ...]  # base.py's stub imports
     method_imports: tuple[ImportLine, ...]  # methods.py's: what its custom-RPC stubs use
     grpc_imports: tuple[ImportLine, ...]  # server.py's
+
+    @property
+    def client_imports(self) -> tuple[ImportLine, ...]:
+        """client.py's: grpc and the _pb2_grpc stub modules."""
+        return import_block(i for i in self.imports if i.name.endswith("_pb2_grpc"))
     uses_firestore: bool
     requirements: tuple[tuple[str, str], ...]
     runtime_extras: tuple[str, ...]
@@ -386,14 +391,8 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
         method_imports=used(user_refs, modules_first=("grpc",) if user_refs else ()),
         grpc_imports=import_block(
             (i for i in imports if i.name.endswith("_pb2_grpc")),
-            (
-                ImportLine("grpc_health.v1", ("health", "health_pb2", "health_pb2_grpc")),
-                ImportLine("grpc_reflection.v1alpha", ("reflection",)),
-                ImportLine("scaffold_runtime", ("auth", "logs")),
-                ImportLine("scaffold_runtime.deps", ("Deps",)),
-                ImportLine("scaffold_runtime.interceptor", ("Admission", "CallLogInterceptor")),
-                ImportLine("scaffold_runtime.stats", ("RpcStats",)),
-            ),
+            (ImportLine("scaffold_runtime", ("server as runtime_server",)),),
+            modules_first=(),
         ),
         uses_firestore=uses_firestore,
         requirements=tuple(pins.requirements(uses_firestore, gateway=has_routes)),

@@ -34,7 +34,7 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1"})
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0"})
 # Stubs and the gRPC runtime must match the grpcio-tools that generated them.
 _TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection")
 
