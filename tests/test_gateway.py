@@ -63,7 +63,7 @@ def generate(base: Path, proto: Path, out: str, *include: Path) -> Path:
 
 @pytest.fixture
 def books_http(emulator):
-    emulator.wipe()
+    emulator.wipe("resources-books-v1")  # the neuron's own database
     server = ServerProcess(BOOKS, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
                                    "AUTH_MODE": "api-key", "API_KEYS": "k1", "LOG_EVERY_CALL": "true"})
     gateway = Gateway(BOOKS, server.target)
@@ -129,7 +129,7 @@ def test_books_openapi_document(tmp_path):
 
 @pytest.fixture
 def library(workspace, scaffold, corpus, emulator):
-    emulator.wipe()
+    emulator.wipe("example-library-v1")
     r = scaffold("neuron", "create", "--proto", str(corpus / "google/example/library/v1/library.proto"), "-I", str(corpus))
     assert r.code == 0, r.output
     root = workspace / "neurons/example-library-v1"

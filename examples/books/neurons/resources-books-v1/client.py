@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "protobuf"))  # generat
 import grpc
 from xmpl.br.resources.books.v1 import books_pb2_grpc
 
-COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+COMPRESSION = {
+    "none": grpc.Compression.NoCompression,
+    "gzip": grpc.Compression.Gzip,
+    "deflate": grpc.Compression.Deflate,
+}
 
 
 class _Metadata(

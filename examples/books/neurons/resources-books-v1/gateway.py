@@ -15,21 +15,55 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "protobuf"))  # generated stubs
 
 from google.protobuf import empty_pb2
+from scaffold_runtime.gateway import Rule, create_app, serve
 from xmpl.br.resources.books.v1 import books_pb2
 
-from runtime.gateway import Rule, create_app, serve
-
 RULES = [
-    Rule("get", "/v1/{name=books/*}", "", "",
-         "/xmpl.br.resources.books.v1.BooksService/GetBook", books_pb2.GetBookRequest, books_pb2.Book),
-    Rule("get", "/v1/books", "", "",
-         "/xmpl.br.resources.books.v1.BooksService/ListBooks", books_pb2.ListBooksRequest, books_pb2.ListBooksResponse),
-    Rule("post", "/v1/books", "book", "",
-         "/xmpl.br.resources.books.v1.BooksService/CreateBook", books_pb2.CreateBookRequest, books_pb2.Book),
-    Rule("patch", "/v1/{book.name=books/*}", "book", "",
-         "/xmpl.br.resources.books.v1.BooksService/UpdateBook", books_pb2.UpdateBookRequest, books_pb2.Book),
-    Rule("delete", "/v1/{name=books/*}", "", "",
-         "/xmpl.br.resources.books.v1.BooksService/DeleteBook", books_pb2.DeleteBookRequest, empty_pb2.Empty),
+    Rule(
+        "get",
+        "/v1/{name=books/*}",
+        "",
+        "",
+        "/xmpl.br.resources.books.v1.BooksService/GetBook",
+        books_pb2.GetBookRequest,
+        books_pb2.Book,
+    ),
+    Rule(
+        "get",
+        "/v1/books",
+        "",
+        "",
+        "/xmpl.br.resources.books.v1.BooksService/ListBooks",
+        books_pb2.ListBooksRequest,
+        books_pb2.ListBooksResponse,
+    ),
+    Rule(
+        "post",
+        "/v1/books",
+        "book",
+        "",
+        "/xmpl.br.resources.books.v1.BooksService/CreateBook",
+        books_pb2.CreateBookRequest,
+        books_pb2.Book,
+    ),
+    Rule(
+        "patch",
+        "/v1/{book.name=books/*}",
+        "book",
+        "",
+        "/xmpl.br.resources.books.v1.BooksService/UpdateBook",
+        books_pb2.UpdateBookRequest,
+        books_pb2.Book,
+    ),
+    Rule(
+        "delete",
+        "/v1/{name=books/*}",
+        "",
+        "",
+        "/xmpl.br.resources.books.v1.BooksService/DeleteBook",
+        books_pb2.DeleteBookRequest,
+        empty_pb2.Empty,
+    ),
 ]
 
 

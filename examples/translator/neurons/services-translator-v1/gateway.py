@@ -14,17 +14,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "protobuf"))  # generated stubs
 
+from scaffold_runtime.gateway import Rule, create_app, serve
 from xmpl.br.services.translator.v1 import translator_pb2
 
-from runtime.gateway import Rule, create_app, serve
-
 RULES = [
-    Rule("get", "/v1/translations/{input_word}", "", "",
-         "/xmpl.br.services.translator.v1.TranslatorService/GetTranslation", translator_pb2.GetTranslationRequest, translator_pb2.GetTranslationResponse),
-    Rule("post", "/v1:shutdown", "*", "",
-         "/xmpl.br.services.translator.v1.TranslatorService/Shutdown", translator_pb2.ShutdownRequest, translator_pb2.ShutdownResponse),
-    Rule("get", "/v1/stats", "", "",
-         "/xmpl.br.services.translator.v1.TranslatorService/GetStats", translator_pb2.GetStatsRequest, translator_pb2.GetStatsResponse),
+    Rule(
+        "get",
+        "/v1/translations/{input_word}",
+        "",
+        "",
+        "/xmpl.br.services.translator.v1.TranslatorService/GetTranslation",
+        translator_pb2.GetTranslationRequest,
+        translator_pb2.GetTranslationResponse,
+    ),
+    Rule(
+        "post",
+        "/v1:shutdown",
+        "*",
+        "",
+        "/xmpl.br.services.translator.v1.TranslatorService/Shutdown",
+        translator_pb2.ShutdownRequest,
+        translator_pb2.ShutdownResponse,
+    ),
+    Rule(
+        "get",
+        "/v1/stats",
+        "",
+        "",
+        "/xmpl.br.services.translator.v1.TranslatorService/GetStats",
+        translator_pb2.GetStatsRequest,
+        translator_pb2.GetStatsResponse,
+    ),
 ]
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import grpc
 from google.api_core import exceptions as gexc
-from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
+from xmpl.br.services.translator.v1 import translator_pb2
+
+import base
 
 log = logging.getLogger("translator")
 DICTIONARY = Path(__file__).resolve().parent / "dictionary.json"
@@ -43,11 +45,11 @@ def seed_dictionary(client, path: Path = DICTIONARY) -> int:
     return len(entries)
 
 
-class TranslatorService(translator_pb2_grpc.TranslatorServiceServicer):
+class TranslatorService(base.TranslatorServiceBase):
     """Translates Greek-derived words into English."""
 
     def __init__(self, deps) -> None:
-        self.deps = deps
+        super().__init__(deps)
         self.client = deps.firestore
         seed_dictionary(self.client)
         if not os.environ.get("STATS_LOG_SECONDS"):  # the server logs them when that is set
@@ -73,12 +75,16 @@ class TranslatorService(translator_pb2_grpc.TranslatorServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'No known translation for "{word}"')
         return translator_pb2.GetTranslationResponse(translated_word=snap.get("english"))
 
-    def Shutdown(self, request: translator_pb2.ShutdownRequest, context: grpc.ServicerContext) -> translator_pb2.ShutdownResponse:
+    def Shutdown(
+        self, request: translator_pb2.ShutdownRequest, context: grpc.ServicerContext
+    ) -> translator_pb2.ShutdownResponse:
         """Drains and stops the server, as SIGTERM does."""
         self.deps.request_shutdown("Shutdown RPC")
         return translator_pb2.ShutdownResponse()
 
-    def GetStats(self, request: translator_pb2.GetStatsRequest, context: grpc.ServicerContext) -> translator_pb2.GetStatsResponse:
+    def GetStats(
+        self, request: translator_pb2.GetStatsRequest, context: grpc.ServicerContext
+    ) -> translator_pb2.GetStatsResponse:
         """Per method and status code: how many calls, and their latency percentiles."""
         response = translator_pb2.GetStatsResponse(
             methods=[

@@ -5,6 +5,20 @@ locals {
   # Service account ids are 6-30 characters.
   account_id = substr("run-${var.service_name}", 0, 30)
   port       = 8080
+  ingress = {
+    "all"                               = "INGRESS_TRAFFIC_ALL"
+    "internal"                          = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    "internal-and-cloud-load-balancing" = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  }
+  # Concurrency and workers are chosen together: Cloud Run sends at most var.concurrency
+  # calls at once; the server admits as many (GRPC_MAX_CONCURRENT_RPCS) and runs two more
+  # worker threads (GRPC_MAX_WORKERS), so a liveness probe or a refusal always finds a free
+  # worker even when every admitted call waits on a slow database.
+  grpc_env = var.protocol == "grpc" ? {
+    GRPC_MAX_CONCURRENT_RPCS = tostring(var.concurrency)
+    GRPC_MAX_WORKERS         = tostring(var.concurrency + 2)
+  } : {}
+  database_env = var.firestore_database == "" ? {} : { FIRESTORE_DATABASE = var.firestore_database }
 }
 
 resource "google_service_account" "service" {
@@ -13,12 +27,38 @@ resource "google_service_account" "service" {
   display_name = "Cloud Run service ${var.service_name}"
 }
 
-# The service's only project-level role by default: read and write Firestore.
+# Extra project-level roles (none by default).
 resource "google_project_iam_member" "roles" {
   for_each = toset(var.project_roles)
   project  = var.project_id
   role     = each.value
   member   = "serviceAccount:${google_service_account.service.email}"
+}
+
+# The service's own Firestore database: neurons never share documents, even when their
+# resources have the same pattern (books/{book} in two neurons are two collections).
+resource "google_firestore_database" "own" {
+  count                   = var.firestore_database == "" ? 0 : 1
+  project                 = var.project_id
+  name                    = var.firestore_database
+  location_id             = var.firestore_location
+  type                    = "FIRESTORE_NATIVE"
+  delete_protection_state = var.deletion_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  deletion_policy         = var.deletion_protection ? "ABANDON" : "DELETE"
+}
+
+# Read and write that database only: roles/datastore.user under an IAM condition on the
+# database's resource name, so the service account cannot reach another neuron's data.
+resource "google_project_iam_member" "firestore" {
+  count   = var.firestore_database == "" ? 0 : 1
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.service.email}"
+  condition {
+    title       = "only-database-${var.firestore_database}"
+    description = "Firestore database ${var.firestore_database} of ${var.service_name} only."
+    expression  = "resource.name == \"projects/${var.project_id}/databases/${var.firestore_database}\""
+  }
 }
 
 # Each secret the service reads is granted on that secret alone.
@@ -34,11 +74,24 @@ resource "google_cloud_run_v2_service" "service" {
   name                = var.service_name
   project             = var.project_id
   location            = var.region
-  ingress             = "INGRESS_TRAFFIC_ALL"
+  ingress             = local.ingress[var.ingress]
   deletion_protection = var.deletion_protection
 
   template {
-    service_account                  = google_service_account.service.email
+    service_account = google_service_account.service.email
+
+    # Egress through a VPC (for a caller of an internal-ingress service, e.g. the gateway):
+    # Cloud Run counts calls to run.app URLs as internal only when they leave through a VPC.
+    dynamic "vpc_access" {
+      for_each = var.vpc_egress == null ? [] : [var.vpc_egress]
+      content {
+        egress = "ALL_TRAFFIC"
+        network_interfaces {
+          network    = vpc_access.value.network
+          subnetwork = vpc_access.value.subnetwork
+        }
+      }
+    }
     timeout                          = "${var.timeout_seconds}s"
     max_instance_request_concurrency = var.concurrency
 
@@ -73,7 +126,7 @@ resource "google_cloud_run_v2_service" "service" {
       }
 
       dynamic "env" {
-        for_each = var.env
+        for_each = merge(local.grpc_env, local.database_env, var.env)
         content {
           name  = env.key
           value = env.value
@@ -129,7 +182,8 @@ resource "google_cloud_run_v2_service" "service" {
     }
   }
 
-  depends_on = [google_project_iam_member.roles, google_secret_manager_secret_iam_member.secret_access]
+  depends_on = [google_project_iam_member.roles, google_project_iam_member.firestore,
+  google_secret_manager_secret_iam_member.secret_access]
 }
 
 resource "google_cloud_run_v2_service_iam_member" "invokers" {

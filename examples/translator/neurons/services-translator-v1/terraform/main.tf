@@ -9,6 +9,10 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.0, < 8.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.5, < 4.0"
+    }
   }
   # Keep state in a GCS bucket (recommended for teams): create the bucket, uncomment, and
   # run `terraform init -migrate-state`.

@@ -49,10 +49,12 @@ variable "max_instances" {
   }
 }
 
+# Chosen with the server's worker count: the module sets GRPC_MAX_CONCURRENT_RPCS to this
+# and GRPC_MAX_WORKERS to this + 2, so health probes always find a free worker.
 variable "concurrency" {
-  description = "Calls one instance serves at once (keep near the server's GRPC_MAX_WORKERS)."
+  description = "Calls one instance serves at once (the server admits as many and keeps 2 workers more for health probes)."
   type        = number
-  default     = 16
+  default     = 14
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
     error_message = "concurrency must be between 1 and 1000."
@@ -136,4 +138,32 @@ variable "gateway_allow_unauthenticated" {
   description = "Let anyone call the HTTP gateway (it forwards Authorization and x-api-key to the server)."
   type        = bool
   default     = false
+}
+
+variable "firestore_location" {
+  description = "Location of this neuron's own Firestore database: a region (europe-west1) or a multi-region (eur3, nam5)."
+  type        = string
+  default     = "eur3"
+}
+
+variable "ingress" {
+  description = "Who can reach the gRPC service: all, internal or internal-and-cloud-load-balancing; \"\" chooses (see cloudrun.tf)."
+  type        = string
+  default     = ""
+  validation {
+    condition     = contains(["", "all", "internal", "internal-and-cloud-load-balancing"], var.ingress)
+    error_message = "ingress must be all, internal, internal-and-cloud-load-balancing, or empty to choose."
+  }
+}
+
+variable "gateway_vpc_network" {
+  description = "VPC network the gateway sends its calls through (with gateway_vpc_subnetwork)."
+  type        = string
+  default     = "default"
+}
+
+variable "gateway_vpc_subnetwork" {
+  description = "Subnetwork for the gateway's Direct VPC egress; set it to make the gRPC service internal-only."
+  type        = string
+  default     = ""
 }

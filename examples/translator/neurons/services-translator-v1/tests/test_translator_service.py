@@ -11,10 +11,10 @@ import os
 
 import grpc
 import pytest
+from scaffold_runtime.testing import serve_in_process
 from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
 
 import methods
-from runtime.testing import serve_in_process
 
 DICTIONARY = json.loads(methods.DICTIONARY.read_text())
 
@@ -24,7 +24,10 @@ def dictionary(emulator):
     """conftest wipes the database before each test; put the dictionary back as start-up does."""
     from google.cloud import firestore
 
-    client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+    import server
+
+    database = os.environ.get("FIRESTORE_DATABASE") or server.DATABASE  # the neuron's own database
+    client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"], database=database)
     methods.seed_dictionary(client)
     return client
 

@@ -98,7 +98,42 @@ variable "command" {
 }
 
 variable "project_roles" {
-  description = "Project roles of the service's own service account."
+  description = "Extra project roles of the service's own service account (Firestore access comes with firestore_database)."
   type        = list(string)
-  default     = ["roles/datastore.user"]
+  default     = []
+}
+
+variable "firestore_database" {
+  description = "The service's own Firestore database, created here; roles/datastore.user is granted on it alone. \"\": none."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.firestore_database == "" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))
+    error_message = "firestore_database must be 4-63 lower-case letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "firestore_location" {
+  description = "Location of firestore_database: a region (europe-west1) or a multi-region (eur3, nam5)."
+  type        = string
+  default     = "eur3"
+}
+
+variable "ingress" {
+  description = "Who can reach the service: all, internal, or internal-and-cloud-load-balancing."
+  type        = string
+  default     = "all"
+  validation {
+    condition     = contains(["all", "internal", "internal-and-cloud-load-balancing"], var.ingress)
+    error_message = "ingress must be all, internal or internal-and-cloud-load-balancing."
+  }
+}
+
+variable "vpc_egress" {
+  description = "Send all egress through this VPC network and subnetwork (Direct VPC egress); null: none."
+  type = object({
+    network    = string
+    subnetwork = string
+  })
+  default = null
 }
