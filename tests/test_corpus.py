@@ -5,7 +5,7 @@ service through reflection and every GET route through the gateway.
 
 The default tier counts implemented methods over the whole corpus, runs ruff check on three
 neurons (tests/test_neuron.py runs three googleapis neurons' own tests); the rest (every neuron's ruff check and own tests, ruff
-format, reflection, gateway routes) is in the slow tier (`pytest -m slow`).
+format, reflection, gateway routes) is in the slow tier (`pytest --slow`).
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def test_corpus_classification_counts(corpus, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rel", CORPUS)
-def test_corpus_neuron_passes_its_own_tests(neurons, rel):
-    result = run_neuron_tests(neurons[rel])
+def test_corpus_neuron_passes_its_own_tests(neurons, rel, emulator):
+    result = run_neuron_tests(neurons[rel], emulator=emulator)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "passed" in result.stdout and "failed" not in result.stdout
 
@@ -171,16 +171,8 @@ def _format_failures(neurons, exclude: tuple[str, ...]) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="methods.py and tests/ wait for the servicer-template rewrite to emit formatted code")
-def test_corpus_neuron_specific_code_passes_ruff_format(neurons):
-    """Generated per-neuron code (methods.py, client.py, tests/): server.py, gateway.py and runtime/
-    are checked below, once their owners' template changes are merged."""
-    assert not _format_failures(neurons, ("runtime", "server.py", "gateway.py"))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="server.py.j2, gateway.py.j2 and runtime/ are formatted by their owners' branches")
 def test_corpus_passes_ruff_format(neurons):
+    """Every generated Python file of every corpus neuron, as `ruff format --check` sees it."""
     assert not _format_failures(neurons, ())
 
 
@@ -191,12 +183,10 @@ def _grpcurl() -> str:
 
 
 def _services(root: Path) -> tuple[str, ...]:
-    text = (root / "server.py").read_text()
-    return tuple(re.findall(r'"([\w.]+)"', text[text.index("SERVICE_NAMES"):text.index(")", text.index("SERVICE_NAMES"))]))
+    return tuple(re.findall(r'runtime_server\.Service\(\s*"([\w.]+)"', (root / "server.py").read_text()))
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs the reflection fixes being merged")
 @pytest.mark.parametrize("rel", CORPUS)
 def test_corpus_services_describe_through_reflection(neurons, emulator, rel):
     from tests.helpers import ServerProcess
@@ -241,7 +231,6 @@ def _get_routes(corpus: Path, rel: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs the gateway routing fixes being merged")
 @pytest.mark.parametrize("rel", CORPUS)
 def test_corpus_get_routes_reach_their_rpc(neurons, corpus, emulator, rel):
     """Each GET route, called through the gateway, is answered by the RPC it is bound to (the
