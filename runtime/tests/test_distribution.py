@@ -59,6 +59,7 @@ def test_each_extra_declares_what_its_modules_import():
         "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"},
     }
     extra_of = {"store": "firestore", "gateway": "gateway", "pytest_plugin": "testing", "filtering": "firestore",
+                "batch": "firestore", "softdelete": "firestore", "operations": "firestore",
                 "ordering": "firestore"}
 
     def allowed(extra: str | None) -> set[str]:
