@@ -241,6 +241,8 @@ def _testing_names(stores, methods) -> tuple[str, ...]:
         names.append("sample")
     if any(s.resource.parent_pattern for s in stores):
         names.append("sample_parent")
+    if any(_unwraps_operation(s, methods) for s in stores):
+        names.append("operation_result")
     return tuple(sorted(names))
 
 
@@ -270,6 +272,16 @@ def _results(api: schema.Api, m: schema.Method, key: str | None, ref) -> tuple[s
         result = ""
     meta = ref(m.lro_metadata) if std.long_running and m.lro_metadata in api.messages else ""
     return result, meta
+
+
+def _unwraps_operation(store: Store, methods) -> bool:
+    """Whether the contract tests of ``store`` unwrap a long-running method's Operation (see
+    test_contract.py.j2: Create always, Update with a mask on a text field, Undelete after Delete)."""
+    mine = {m.verb: m for m in methods if m.store is store}
+    create, update, undelete = mine.get("create"), mine.get("update"), mine.get("undelete")
+    return bool(create and (create.std.long_running
+                            or (update and update.std.long_running and update.std.mask_field and store.text_field)
+                            or (undelete and undelete.std.long_running and "delete" in mine)))
 
 
 def _first(fields, pred) -> str:
