@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from generator.schema import EMPTY, FIELD_MASK, OPERATION, Message, Method, Resource, StandardMethod
 
 _VERB = re.compile(r"^(Get|List|Create|Update|Delete)(?=[A-Z]|$)")
+# AIP-164 Undelete and AIP-231/233/234/235 batch methods: custom methods (``:undelete``,
+# ``:batchGet`` …) that the store implements when their request/response shapes are the AIPs'.
+_EXTRA = re.compile(r"^(Undelete|BatchGet|BatchCreate|BatchUpdate|BatchDelete)(?=[A-Z])")
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 _HTTP_VERB = {"get": ("get",), "list": ("get",), "create": ("post",), "update": ("patch", "put"), "delete": ("delete",)}
 
@@ -109,6 +112,11 @@ class Classifier:
 
     def classify(self, method: Method) -> Classification:
         """The method's :class:`Classification`; never raises for odd protos."""
+        extra = _EXTRA.match(method.name)
+        if extra and method.input_type in self.messages:
+            if method.client_streaming or method.server_streaming:
+                return Classification(why="it streams")
+            return getattr(self, "_" + _snake(extra.group(1)))(method, self.messages[method.input_type])
         verb = candidate_verb(method)
         req = self.messages.get(method.input_type)
         if not verb or req is None or method.output_type not in self.messages:
@@ -277,6 +285,94 @@ class Classifier:
             if f is not None and not f.child_reference and f.resource_reference in self.resources:
                 return self.resources[f.resource_reference]
         return next((r for r in self.resources.values() if r.message and r.message.rsplit(".", 1)[-1] == noun), None)
+
+
+    # -- AIP-164 Undelete, AIP-231/233/234/235 batch methods ---------------------------------
+    def _undelete(self, method: Method, req: Message) -> Classification:
+        out, lro = self._resource_out(method)
+        if out is None or out.resource is None:
+            return Classification(why="it should return the resource (or an Operation resolving to it)")
+        field, why = self._name_field(method, req, out.resource)
+        if not field:
+            return Classification(why=why)
+        return Classification(StandardMethod("undelete", out.resource, name_field=field, long_running=lro))
+
+    def _batch_response(self, method: Method) -> tuple[Message | None, str, bool]:
+        """(response message, its one repeated resource field, long-running)."""
+        out_name = method.lro_response if method.output_type == OPERATION else method.output_type
+        out = self.messages.get(out_name)
+        if out is None:
+            return None, "", method.output_type == OPERATION
+        items = [f.name for f in out.fields if f.repeated and f.is_message and not f.is_map
+                 and getattr(self.messages.get(f.type_name), "resource", None) is not None]
+        return out, (items[0] if len(items) == 1 else ""), method.output_type == OPERATION
+
+    def _names(self, req: Message) -> str:
+        f = req.field("names")
+        return "names" if f is not None and f.type == "string" and f.repeated else ""
+
+    def _batch_parent(self, req: Message) -> str:
+        return "parent" if self._string_field(req, "parent") is not None else ""
+
+    def _requests(self, req: Message) -> Message | None:
+        f = req.field("requests")
+        return self.messages.get(f.type_name) if f is not None and f.repeated and f.is_message else None
+
+    def _batch_get(self, method: Method, req: Message) -> Classification:
+        out, items, lro = self._batch_response(method)
+        if out is None or not items or not self._names(req) or lro:
+            return Classification(why="it should take repeated string `names` and return one repeated resource field")
+        resource = self.messages[out.field(items).type_name].resource
+        return Classification(StandardMethod("batch_get", resource, names_field="names", items_field=items,
+                                             parent_field=self._batch_parent(req), response_message=out.full_name))
+
+    def _batch_write(self, method: Method, req: Message, verb: str) -> Classification:
+        out, items, lro = self._batch_response(method)
+        inner = self._requests(req)
+        if out is None or not items or inner is None:
+            return Classification(why="it should take repeated `requests` of the standard request and return "
+                                  "one repeated resource field")
+        resource_msg = self.messages[out.field(items).type_name]
+        r = resource_msg.resource
+        holder = self._holder(inner, resource_msg)
+        if not holder:
+            return Classification(why=f"each request should hold the {resource_msg.name} in one field")
+        common = {"requests_field": "requests", "items_field": items, "resource_field": holder,
+                  "parent_field": self._batch_parent(req), "response_message": out.full_name, "long_running": lro}
+        if verb == "batch_create":
+            id_field = f"{_snake(r.singular)}_id" if r.singular else ""
+            return Classification(StandardMethod(
+                verb, r, id_field=id_field if self._string_field(inner, id_field) else "",
+                inner_parent_field=self._batch_parent(inner), **common))
+        mask = inner.field("update_mask")
+        return Classification(StandardMethod(
+            verb, r, mask_field="update_mask" if mask is not None and mask.type_name == FIELD_MASK else "", **common))
+
+    def _batch_create(self, method: Method, req: Message) -> Classification:
+        return self._batch_write(method, req, "batch_create")
+
+    def _batch_update(self, method: Method, req: Message) -> Classification:
+        return self._batch_write(method, req, "batch_update")
+
+    def _batch_delete(self, method: Method, req: Message) -> Classification:
+        out_name = method.lro_response if method.output_type == OPERATION else method.output_type
+        lro = method.output_type == OPERATION
+        inner = self._requests(req)
+        names = self._names(req)
+        if not names and (inner is None or self._string_field(inner, "name") is None):
+            return Classification(why="it should take repeated string `names` or `requests` with a `name`")
+        field = req.field("names") if names else inner.field("name")
+        resource = self.resources.get(field.resource_reference) if not field.child_reference else None
+        if resource is None:
+            plural = _snake(method.name.removeprefix("BatchDelete"))
+            resource = next((r for r in self.resources.values() if r.message and _snake(r.plural) == plural), None)
+        if resource is None or not resource.message:
+            return Classification(why="its names should reference a known resource type")
+        if out_name != EMPTY:
+            return Classification(why="it should return google.protobuf.Empty (or an Operation resolving to it)")
+        return Classification(StandardMethod(
+            "batch_delete", resource, names_field=names, requests_field="" if names else "requests",
+            name_field="name", parent_field=self._batch_parent(req), long_running=lro))
 
 
 def _snake(name: str) -> str:

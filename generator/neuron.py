@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from generator import names, pins, protoc, schema
@@ -87,6 +87,7 @@ class Store:
     required_field: str  # a REQUIRED field, for the "missing field" test ("" if none)
     text_field: str  # a plain string field tests update through a mask ("" if none)
     timestamps: tuple[str, ...] = ()  # server-set create_time / update_time present
+    soft_delete: bool = False  # AIP-164: the resource has delete_time and the service an Undelete
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class NeuronMethod:
     request: str  # "books_pb2.GetBookRequest"
     response: str
     store: Store | None  # set when the method is implemented on Firestore
+    result: str = ""  # a batch method's response message, or what a long-running one's Operation holds
+    lro_metadata: str = ""  # a long-running method's metadata message ("" when unknown)
 
     @property
     def verb(self) -> str:
@@ -126,6 +129,11 @@ class NeuronService:
     @property
     def streaming(self) -> bool:
         return any(m.method.kind != "unary_unary" for m in self.methods)
+
+    @property
+    def long_running(self) -> bool:
+        """Whether a generated method answers with a google.longrunning.Operation."""
+        return any(m.std is not None and m.std.long_running for m in self.methods)
 
     @property
     def test_module(self) -> str:
@@ -201,6 +209,11 @@ class Neuron:
         return any(s.stores for s in self.services)
 
     @property
+    def long_running(self) -> bool:
+        """Whether the neuron serves google.longrunning.Operations (some method returns one)."""
+        return any(s.long_running for s in self.services)
+
+    @property
     def user_streaming(self) -> bool:
         """Whether methods.py's stubs include a streaming RPC (they need ``Iterator``)."""
         return any(m.method.kind != "unary_unary" for s in self.services for m in s.custom_methods)
@@ -235,7 +248,47 @@ def _testing_names(stores, methods) -> tuple[str, ...]:
         names.append("sample")
     if any(s.resource.parent_pattern for s in stores):
         names.append("sample_parent")
+    if any(_unwraps_operation(s, methods) for s in stores):
+        names.append("operation_result")
     return tuple(sorted(names))
+
+
+def _soft_delete(api: schema.Api, methods: list, stores: dict) -> list:
+    """Mark stores soft-deleting (AIP-164) when their resource has a ``delete_time`` timestamp and
+    the service an Undelete; an Undelete without that stays a stub. Returns ``methods`` updated."""
+    undeleted = {k for m, _, _, k in methods if k and m.standard.verb == "undelete"}
+    for key in undeleted:
+        msg = api.message(stores[key].resource.message)
+        f = msg.field("delete_time")
+        if f is not None and f.type_name == schema.TIMESTAMP and not f.repeated:
+            stores[key] = replace(stores[key], soft_delete=True)
+    return [(m, req, resp, k if not (k and m.standard.verb == "undelete" and not stores[k].soft_delete) else None)
+            for m, req, resp, k in methods]
+
+
+def _results(api: schema.Api, m: schema.Method, key: str | None, ref) -> tuple[str, str]:
+    """(result, metadata) python references of a generated method (see NeuronMethod)."""
+    std = m.standard
+    if not key or std is None:
+        return "", ""
+    if std.is_batch and std.response_message:
+        result = ref(std.response_message)
+    elif std.long_running and m.lro_response in api.messages:
+        result = ref(m.lro_response)
+    else:
+        result = ""
+    meta = ref(m.lro_metadata) if std.long_running and m.lro_metadata in api.messages else ""
+    return result, meta
+
+
+def _unwraps_operation(store: Store, methods) -> bool:
+    """Whether the contract tests of ``store`` unwrap a long-running method's Operation (see
+    test_contract.py.j2: Create always, Update with a mask on a text field, Undelete after Delete)."""
+    mine = {m.verb: m for m in methods if m.store is store}
+    create, update, undelete = mine.get("create"), mine.get("update"), mine.get("undelete")
+    return bool(create and (create.std.long_running
+                            or (update and update.std.long_running and update.std.mask_field and store.text_field)
+                            or (undelete and undelete.std.long_running and "delete" in mine)))
 
 
 def _first(fields, pred) -> str:
@@ -304,8 +357,9 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 store = None
                 keyword_fields = std is not None and any(
                     keyword.iskeyword(f) for f in (std.resource_field, std.id_field, std.parent_field, std.items_field,
-                                                   std.mask_field, std.name_field, std.resource.name_field) if f)
-                if std is not None and std.supported and std.resource.storable and std.resource.message and not keyword_fields:
+                                                   std.mask_field, std.name_field, std.resource.name_field,
+                                                   std.names_field, std.requests_field, std.inner_parent_field) if f)
+                if std is not None and std.resource.storable and std.resource.message and not keyword_fields:
                     r = std.resource
                     nested = len(r.segments) > 2
                     ok = std.verb not in ("list", "create") or nested == bool(std.parent_field)
@@ -336,6 +390,8 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                             stores[key] = Store(**{**old.__dict__, "id_field": std.id_field})
                         store = key
                 methods.append((m, ref(m.input_type), ref(m.output_type), store))
+            methods = _soft_delete(api, methods, stores)
+            methods = [(m, req, resp, k, *_results(api, m, k, ref)) for m, req, resp, k in methods]
             raw_services.append((svc, f.grpc_module, methods, stores))
 
     alias = _aliases(modules)
@@ -356,9 +412,11 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
     user_refs: list[str] = []
     for svc, grpc_module, methods, stores in raw_services:
         final = {k: Store(**{**s.__dict__, "message": fix(s.message)}) for k, s in stores.items()}
-        nm = tuple(NeuronMethod(m, fix(req), fix(resp), final.get(k) if k else None) for m, req, resp, k in methods)
+        nm = tuple(NeuronMethod(m, fix(req), fix(resp), final.get(k) if k else None, fix(result), fix(meta))
+                   for m, req, resp, k, result, meta in methods)
         g = alias[grpc_module]
-        method_refs += [g + ".", *(x.request for x in nm), *(x.response for x in nm), *(s.message for s in final.values())]
+        method_refs += [g + ".", *(x.request for x in nm), *(x.response for x in nm), *(s.message for s in final.values()),
+                        *(x.result for x in nm if x.result), *(x.lro_metadata for x in nm if x.lro_metadata)]
         user_refs += [*(x.request for x in nm if x.store is None), *(x.response for x in nm if x.store is None)]
         services.append(
             NeuronService(
@@ -386,12 +444,15 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
         imports=imports,
         base_imports=import_block(
             (i for i in imports if any(t.startswith(i.alias + ".") for t in method_refs)),
-            (ImportLine("scaffold_runtime.store", ("ResourceStore",)),) if any(s.stores for s in services) else (),
+            ((ImportLine("scaffold_runtime.store", ("ResourceStore",)),) if any(s.stores for s in services) else ())
+            + ((ImportLine("scaffold_runtime.operations", ("Operations",)),)
+               if any(m.std is not None and m.std.long_running for s in services for m in s.methods) else ()),
         ),
         method_imports=used(user_refs, modules_first=("grpc",) if user_refs else ()),
         grpc_imports=import_block(
             (i for i in imports if i.name.endswith("_pb2_grpc")),
-            (ImportLine("scaffold_runtime", ("server as runtime_server",)),),
+            (ImportLine("scaffold_runtime", ("operations", "server as runtime_server") if any(
+                s.long_running for s in services) else ("server as runtime_server",)),),
             modules_first=(),
         ),
         uses_firestore=uses_firestore,

@@ -40,7 +40,36 @@ def bundled_includes() -> tuple[Path, ...]:
         if (Path(loc) / "annotations.proto").is_file():
             roots.append(Path(loc).parent.parent)
             break
+    longrunning = _longrunning_root(roots[-1])
+    if longrunning is not None:
+        roots.append(longrunning)
     return tuple(roots)
+
+
+def _longrunning_root(common: Path) -> Path | None:
+    """An include root holding ``google/longrunning/operations.proto``, or None.
+
+    googleapis-common-protos ships that file's text as ``operations_proto.proto`` (its
+    ``operations_pb2`` module registers it under the usual name), so protoc cannot find the
+    import. The same text is copied, once per content, to a folder under the temp dir named by
+    its hash (written atomically: concurrent runs agree)."""
+    import hashlib
+
+    if (common / "google" / "longrunning" / "operations.proto").is_file():
+        return None  # a later googleapis-common-protos ships it under its own name
+    src = common / "google" / "longrunning" / "operations_proto.proto"
+    if not src.is_file():
+        return None
+    data = src.read_bytes()
+    root = Path(tempfile.gettempdir()) / f"scaffold-include-{hashlib.sha256(data).hexdigest()[:16]}"
+    target = root / "google" / "longrunning" / "operations.proto"
+    if not (target.is_file() and target.read_bytes() == data):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    return root
 
 
 def is_bundled(virtual_name: str, includes: tuple[Path, ...]) -> bool:

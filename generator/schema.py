@@ -179,7 +179,7 @@ class StandardMethod:
     """An AIP standard method (AIP-131..135) as :mod:`generator.aip` classifies it: the verb, the
     resource, and which request/response fields carry the name, parent, resource, id and so on."""
 
-    verb: str  # get / list / create / update / delete
+    verb: str  # get / list / create / update / delete / undelete / batch_get / batch_create / ...
     resource: Resource
     resource_field: str = ""  # Create/Update: request field holding the resource ("book")
     id_field: str = ""  # Create: client-chosen id field ("book_id"), "" when absent
@@ -193,13 +193,17 @@ class StandardMethod:
     filter_field: str = ""  # List: AIP-160 filter
     order_by_field: str = ""  # List: AIP-132 order_by
     show_deleted_field: str = ""  # List: AIP-164 show_deleted
-    long_running: bool = False  # returns google.longrunning.Operation (AIP-151)
+    long_running: bool = False  # returns google.longrunning.Operation (AIP-151), done at once
     soft_delete: bool = False  # Delete returns the resource (AIP-164)
+    # Batch methods (AIP-231/233/234/235; verbs batch_get/batch_create/batch_update/batch_delete):
+    names_field: str = ""  # BatchGet/BatchDelete: repeated string of names ("names")
+    requests_field: str = ""  # BatchCreate/BatchUpdate/BatchDelete: repeated standard requests
+    inner_parent_field: str = ""  # BatchCreate: each request's parent field ("" when it has none)
+    response_message: str = ""  # BatchGet/Create/Update (and soft BatchDelete): the response (LRO: response_type)
 
     @property
-    def supported(self) -> bool:
-        """Whether the Firestore store implements this shape (not yet: long-running, soft delete)."""
-        return not self.long_running and not self.soft_delete
+    def is_batch(self) -> bool:
+        return self.verb.startswith("batch_")
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,7 @@ class Method:
     signatures: tuple[str, ...] = ()
     standard: StandardMethod | None = None
     lro_response: str = ""  # full name of google.longrunning.operation_info's response_type
+    lro_metadata: str = ""  # full name of its metadata_type ("" when unset or unknown)
     comment: str = ""
     line: int = 0
 
@@ -438,11 +443,11 @@ class _Builder:
                 self.messages[full] = Message(**{**msg.__dict__, "fields": tuple(fields)})
 
     # -- services -------------------------------------------------------------------------
-    def _lro_response(self, mdp, package: str) -> str:
-        """The full name of a long-running method's response_type, or ""."""
+    def _lro_response(self, mdp, package: str, what: str = "response_type") -> str:
+        """The full name of a long-running method's response_type (or ``what``), or ""."""
         if not mdp.options.HasExtension(self.operations.operation_info):
             return ""
-        name = mdp.options.Extensions[self.operations.operation_info].response_type
+        name = getattr(mdp.options.Extensions[self.operations.operation_info], what)
         qualified = f"{package}.{name}" if package else name
         return qualified if qualified in self.messages else name
 
@@ -469,6 +474,7 @@ class _Builder:
                 comment=comment,
                 line=line,
                 lro_response=self._lro_response(mdp, fd.package),
+                lro_metadata=self._lro_response(mdp, fd.package, "metadata_type"),
             )
             methods.append(replace(m, standard=classify(m).standard))
         return Service(sd.name, full_service, tuple(methods), comments.get((6, i), ("", 0))[0], fd.name)

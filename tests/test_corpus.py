@@ -55,7 +55,7 @@ LARGE = (
 )
 CORPUS = FAST + LARGE
 # Counted with this classification (generator/aip.py). Before it, by name only: 140 of 377.
-IMPLEMENTED_AT_LEAST = 150
+IMPLEMENTED_AT_LEAST = 187  # 150 before soft delete, batch and long-running methods
 
 
 def out_name(rel: str) -> str:

@@ -132,12 +132,12 @@ def aip_why(corpus, path, method):
 def test_long_running_soft_delete_and_options_are_recorded(corpus):
     std = standard_methods(corpus_api(corpus, "google/cloud/run/v2/service.proto"))
     assert std["CreateService"].long_running and std["CreateService"].parent_field == "parent"
-    assert std["CreateService"].id_field == "service_id" and not std["CreateService"].supported
+    assert std["CreateService"].id_field == "service_id"
     assert std["UpdateService"].long_running and std["UpdateService"].allow_missing_field == "allow_missing"
     delete = std["DeleteService"]  # returns Operation with response_type Service: soft delete, AIP-164
     assert delete.long_running and delete.soft_delete and delete.etag_field == "etag"
     lst = standard_methods(corpus_api(corpus, "google/cloud/secretmanager/v1/service.proto"))["ListSecrets"]
-    assert (lst.filter_field, lst.parent_field, lst.supported) == ("filter", "parent", True)
+    assert (lst.filter_field, lst.parent_field) == ("filter", "parent")
     tasks = standard_methods(corpus_api(corpus, "google/cloud/tasks/v2/cloudtasks.proto"))
     assert tasks["ListQueues"].filter_field == "filter" and tasks["ListQueues"].order_by_field == ""
 
@@ -158,3 +158,14 @@ def test_http_path_helpers():
     assert aip.path_variables("/v1/projects/{project_id}/builds/{id}") == (("project_id", "*"), ("id", "*"))
     assert aip.custom_verb("/v1/{name=shelves/*/books/*}:move") == "move"
     assert aip.custom_verb("/v1/{name=shelves/*}") == "" and aip.custom_verb("/v1/{book.name=a/*}") == ""
+
+
+def test_undelete_and_batch_methods_are_classified(corpus):
+    keys = standard_methods(corpus_api(corpus, "google/api/apikeys/v2/apikeys.proto"))
+    assert keys["UndeleteKey"].verb == "undelete" and keys["UndeleteKey"].long_running
+    teams = standard_methods(corpus_api(corpus, "google/ads/admanager/v1/team_service.proto"))
+    create = teams["BatchCreateTeams"]
+    assert (create.verb, create.requests_field, create.items_field, create.parent_field) == (
+        "batch_create", "requests", "teams", "parent")
+    assert teams["BatchUpdateTeams"].mask_field == "update_mask"
+    assert teams["BatchActivateTeams"] is None  # a custom batch verb stays the user's

@@ -53,12 +53,13 @@ def test_each_extra_declares_what_its_modules_import():
     w = runtime_dist.wheel()
     provides = {  # distribution -> top-level import names
         "grpcio": {"grpc"}, "grpcio-health-checking": {"grpc_health"}, "grpcio-reflection": {"grpc_reflection"},
-        "protobuf": {"google.protobuf"}, "googleapis-common-protos": {"google.api", "google.rpc", "google.type"},
+        "protobuf": {"google.protobuf"}, "googleapis-common-protos": {"google.api", "google.rpc", "google.type", "google.longrunning"},
         "google-cloud-firestore": {"google.cloud.firestore", "google.cloud.firestore_v1", "google.api_core"},
         "starlette": {"starlette"}, "uvicorn": {"uvicorn"}, "google-auth": {"google.auth", "google.oauth2"},
         "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"}, "h11": {"h11"},
     }
     extra_of = {"store": "firestore", "gateway": "gateway", "pytest_plugin": "testing", "filtering": "firestore",
+                "batch": "firestore", "softdelete": "firestore", "operations": "firestore",
                 "ordering": "firestore"}
 
     def allowed(extra: str | None) -> set[str]:

@@ -248,6 +248,8 @@ def _set_path(data: dict, path: str, value, what: str) -> None:
 def _query_value(field, values: list[str]):
     repeated = getattr(field, "is_repeated", None)
     repeated = repeated if repeated is not None else field.label == field.LABEL_REPEATED
+    if field.type == field.TYPE_BOOL:  # ?showDeleted=true: JSON wants a bool, not the string
+        values = [{"true": True, "false": False}.get(v, v) for v in values]
     return values if repeated else values[-1]
 
 

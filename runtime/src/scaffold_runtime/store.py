@@ -26,6 +26,8 @@ from google.api_core import retry as retries
 from google.protobuf import field_mask_pb2
 
 from scaffold_runtime import aip, codec
+from scaffold_runtime.batch import BatchMethods
+from scaffold_runtime.softdelete import IsDeleted, SoftDeleteMethods
 
 log = logging.getLogger("scaffold_runtime.store")
 # Every database call is bounded: FIRESTORE_TIMEOUT_SECONDS, or less when the caller's
@@ -79,18 +81,21 @@ class _Pattern:
         return cls(text, _segment_re(segments), _segment_re(segments[:-2]), "/".join(segments[:-2]), segments[-2])
 
 
-class ResourceStore:
+class ResourceStore(SoftDeleteMethods, BatchMethods):
     """One resource type's collection(s). Servicer methods call these and return the result.
 
     ``pattern``: the resource's name pattern, or all of them (a sequence). ``parent_store``:
     the store of the parent resource when it belongs to the same neuron; then Create under a
     missing parent is NOT_FOUND and the parent's Delete refuses (FAILED_PRECONDITION) while
-    children exist, unless ``force``.
+    children exist, unless ``force``. ``soft_delete``: AIP-164 (see scaffold_runtime.softdelete);
+    batch methods (AIP-231/233/234/235) are in scaffold_runtime.batch.
     """
 
     def __init__(self, client, message_cls, pattern: str | Sequence[str], *, id_field: str = "",
-                 name_field: str = "name", parent_store: ResourceStore | None = None) -> None:
+                 name_field: str = "name", parent_store: ResourceStore | None = None,
+                 soft_delete: bool = False) -> None:
         self.client = client
+        self.soft_delete = soft_delete
         self.cls = message_cls
         self.patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
         if not self.patterns:
@@ -183,6 +188,8 @@ class ResourceStore:
             context.abort(grpc.StatusCode.NOT_FOUND, f"{what} not found")
         except _ParentNotFound as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, f"parent {aip.echo(exc.args[0])} not found")
+        except IsDeleted:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{what} is deleted: undelete it first")
         except _HasChildren:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{what} has child resources: delete them first, or set force to delete them too")
@@ -264,24 +271,8 @@ class ResourceStore:
         else a random id is chosen. Aborts INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND (the
         parent, when ``parent_store`` is set and it does not exist), UNAVAILABLE."""
         with self._errors(context, "resource"):
-            path = self._collection_path(parent)
-            own = getattr(resource, self.name_field)
-            if self.id_field and resource_id:
-                aip.check_id(resource_id, self.id_field)
-            elif not self.id_field and own and own.rpartition("/")[0] == path and self.matches(own):
-                resource_id = own.rpartition("/")[2]
-            else:
-                resource_id = str(uuid.uuid4())
-            msg = self.cls()
-            msg.CopyFrom(resource)
-            aip.clear_output_only(msg)
-            missing = [m for m in aip.missing_required(msg) if m != self.name_field]  # the server names it
-            if missing:
-                raise aip.InvalidArgument(f"missing required field(s): {aip.field_list(missing)}")
-            name = f"{path}/{resource_id}"
-            setattr(msg, self.name_field, name)
-            self._stamp(msg, created=True)
-            data = codec.to_document(msg)
+            name, msg = self._new_resource(resource, resource_id, parent)
+            data = self._document(msg)
         with self._errors(context, name):
             ref = self.client.document(name)
             if self.parent_store is not None and parent and self.parent_store.matches(parent):
@@ -289,6 +280,29 @@ class ResourceStore:
             else:
                 ref.create(data, **self._write(context))
             return msg
+
+    def _new_resource(self, resource, resource_id: str, parent: str, where: str = ""):
+        """``(name, message)`` of a resource to create: id chosen, OUTPUT_ONLY cleared,
+        REQUIRED checked, name and timestamps set. Raises aip.InvalidArgument (``where``
+        prefixes messages, e.g. ``requests[2]: ``)."""
+        path = self._collection_path(parent)
+        own = getattr(resource, self.name_field)
+        if self.id_field and resource_id:
+            aip.check_id(resource_id, self.id_field)
+        elif not self.id_field and own and own.rpartition("/")[0] == path and self.matches(own):
+            resource_id = own.rpartition("/")[2]
+        else:
+            resource_id = str(uuid.uuid4())
+        msg = self.cls()
+        msg.CopyFrom(resource)
+        aip.clear_output_only(msg)
+        missing = [m for m in aip.missing_required(msg) if m != self.name_field]  # the server names it
+        if missing:
+            raise aip.InvalidArgument(f"{where}missing required field(s): {aip.field_list(missing)}")
+        name = f"{path}/{resource_id}"
+        setattr(msg, self.name_field, name)
+        self._stamp(msg, created=True)
+        return name, msg
 
     def _create_under(self, ref, data: dict, parent: str, context) -> None:
         """Create ``ref`` in a transaction that sees ``parent`` exist (so a concurrent Delete of
@@ -314,17 +328,7 @@ class ResourceStore:
         name = getattr(resource, self.name_field)
         with self._errors(context, name):
             self._check_name(name, f"{self.cls.DESCRIPTOR.name.lower()}.{self.name_field}")
-            descriptor = self.cls.DESCRIPTOR
-            out_only = aip.output_only_paths(descriptor)
-            if update_mask is not None and list(update_mask.paths) == ["*"]:
-                replace = True
-                paths: list[str] = []
-            else:
-                replace = False
-                given = list(update_mask.paths) if update_mask is not None and update_mask.paths else aip.set_paths(resource)
-                paths = aip.check_mask_paths(descriptor, given)
-            keyed = [k for k in (aip.map_key_path(descriptor, p) for p in paths) if k is not None]
-            plain = [p for p in paths if aip.map_key_path(descriptor, p) is None]
+            plan = self._mask_plan(resource, update_mask)
             ref = self.client.document(name)
             # Optimistic concurrency: read, apply the mask, write only if the document is still
             # the one read (last_update_time precondition); on a conflict, read again. Two
@@ -333,23 +337,8 @@ class ResourceStore:
                 snap = ref.get(**self._read(context))
                 if not snap.exists:
                     raise gexc.NotFound(name)
-                current = self._from_doc(snap)
-                if replace:
-                    updated = self._replaced(resource, current, out_only)
-                else:
-                    updated = current
-                    if plain:
-                        field_mask_pb2.FieldMask(paths=plain).MergeMessage(
-                            resource, updated, replace_message_field=True, replace_repeated_field=True
-                        )
-                    for where, fd, key in keyed:
-                        aip.apply_map_key(resource, updated, where, fd, key)
-                missing = aip.missing_required(updated)
-                if missing:
-                    raise aip.InvalidArgument(f"the update would clear required field(s): {aip.field_list(missing)}")
-                setattr(updated, self.name_field, name)
-                self._stamp(updated, created=False)
-                data = codec.to_document(updated)
+                updated = self._apply_mask(plan, resource, self._from_doc(snap))
+                data = self._document(updated)
                 from google.cloud import firestore
 
                 changes = {**{self.client.field_path(k): v for k, v in data.items()},
@@ -362,6 +351,39 @@ class ResourceStore:
                     continue  # changed since we read it: apply the mask to the new version
                 return updated
             raise _Contended(name)
+
+    def _mask_plan(self, resource, update_mask) -> tuple[bool, list[str], list]:
+        """``(replace, plain paths, map-key paths)`` of an AIP-134 update; raises aip.InvalidArgument."""
+        descriptor = self.cls.DESCRIPTOR
+        if update_mask is not None and list(update_mask.paths) == ["*"]:
+            return True, [], []
+        given = list(update_mask.paths) if update_mask is not None and update_mask.paths else aip.set_paths(resource)
+        paths = aip.check_mask_paths(descriptor, given)
+        keyed = [k for k in (aip.map_key_path(descriptor, p) for p in paths) if k is not None]
+        return False, [p for p in paths if aip.map_key_path(descriptor, p) is None], keyed
+
+    def _apply_mask(self, plan, resource, current, where: str = ""):
+        """``current`` updated from ``resource`` by ``plan`` (see _mask_plan), stamped. Raises
+        IsDeleted (a soft-deleted resource) or aip.InvalidArgument (a REQUIRED field cleared)."""
+        replace, plain, keyed = plan
+        self.refuse_deleted(current)
+        name = getattr(current, self.name_field)
+        if replace:
+            updated = self._replaced(resource, current, aip.output_only_paths(self.cls.DESCRIPTOR))
+        else:
+            updated = current
+            if plain:
+                field_mask_pb2.FieldMask(paths=plain).MergeMessage(
+                    resource, updated, replace_message_field=True, replace_repeated_field=True
+                )
+            for at, fd, key in keyed:
+                aip.apply_map_key(resource, updated, at, fd, key)
+        missing = aip.missing_required(updated)
+        if missing:
+            raise aip.InvalidArgument(f"{where}the update would clear required field(s): {aip.field_list(missing)}")
+        setattr(updated, self.name_field, name)
+        self._stamp(updated, created=False)
+        return updated
 
     def _replaced(self, resource, current, out_only: set[str]):
         """``resource`` as a full replacement of ``current``, keeping the server's fields."""

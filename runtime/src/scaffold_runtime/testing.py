@@ -217,3 +217,14 @@ def is_stub(cls, method: str) -> bool:
     except (OSError, TypeError):
         return False
     return STUB_MARKER in source
+
+
+def operation_result(cls, operation):
+    """The ``cls`` message a done google.longrunning.Operation carries in ``response``.
+
+    Raises AssertionError when the operation is not done, failed, or holds another type."""
+    assert operation.done, f"operation {operation.name} is not done"
+    assert not operation.HasField("error"), f"operation {operation.name} failed: {operation.error.message}"
+    out = cls()
+    assert operation.response.Unpack(out), f"operation {operation.name} holds {operation.response.type_url}"
+    return out
