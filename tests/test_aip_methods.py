@@ -25,7 +25,7 @@ OWN = REPO / "tests/protos/aipmethods"
 @pytest.fixture
 def library(workspace, scaffold, emulator):
     """Our proto's neuron running (gRPC + gateway), its stub module and a channel."""
-    emulator.wipe()
+    emulator.wipe("aiplib")  # the neuron's own database
     r = scaffold("neuron", "create", "--proto", str(OWN / "xmpl/aip/v1/library.proto"), "-I", str(OWN), "--out", "aiplib")
     assert r.code == 0, r.output
     root = workspace / "neurons/aiplib"
@@ -192,7 +192,7 @@ def test_background_operations_report_progress_and_honour_cancel(emulator, monke
 
     from scaffold_runtime import operations
 
-    emulator.wipe()
+    emulator.wipe("(default)")
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
     ops = operations.Operations(firestore.Client(project=emulator.project), collection="_operations")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -238,7 +238,7 @@ def test_background_operations_report_progress_and_honour_cancel(emulator, monke
 @pytest.fixture
 def apikeys(workspace, scaffold, corpus, emulator):
     """google/api/apikeys/v2 (soft delete, Undelete and LRO standard methods) served with its gateway."""
-    emulator.wipe()
+    emulator.wipe("apikeys")
     rel = "google/api/apikeys/v2/apikeys.proto"
     assert scaffold("neuron", "create", "--proto", str(corpus / rel), "-I", str(corpus), "--out", "apikeys").code == 0
     root = workspace / "neurons/apikeys"
@@ -276,7 +276,7 @@ def test_real_apikeys_proto_soft_deletes_through_operations(apikeys):
 
 def test_real_admanager_batch_create_and_update(workspace, scaffold, corpus, emulator):
     """google/ads/admanager/v1/team_service.proto: BatchCreateTeams / BatchUpdateTeams through the gateway."""
-    emulator.wipe()
+    emulator.wipe("teams")
     rel = "google/ads/admanager/v1/team_service.proto"
     assert scaffold("neuron", "create", "--proto", str(corpus / rel), "-I", str(corpus), "--out", "teams").code == 0
     root = workspace / "neurons/teams"
