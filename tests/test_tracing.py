@@ -88,7 +88,6 @@ def neurons(tmp_path_factory, emulator):
 def traced_a(neurons):
     """Neuron A's server and gateway app in this process, tracing to an in-memory exporter."""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     from scaffold_runtime import tracing
     from scaffold_runtime.gateway import create_app
 
@@ -223,10 +222,9 @@ def test_x_cloud_trace_context_alone_reaches_a_server(neurons):
     stubs = import_stubs(books, "xmpl.br.resources.books.v1.books_pb2_grpc")
     pb2 = sys.modules["xmpl.br.resources.books.v1.books_pb2"]
     trace_id, parent = uuid.uuid4().hex, 987654321
-    with grpc.insecure_channel(b.target) as channel:
-        with pytest.raises(grpc.RpcError) as missing:
-            stubs.BooksServiceStub(channel).GetBook(pb2.GetBookRequest(name="books/absent"), timeout=20,
-                                                    metadata=[("x-cloud-trace-context", f"{trace_id}/{parent};o=1")])
+    with grpc.insecure_channel(b.target) as channel, pytest.raises(grpc.RpcError) as missing:
+        stubs.BooksServiceStub(channel).GetBook(pb2.GetBookRequest(name="books/absent"), timeout=20,
+                                                metadata=[("x-cloud-trace-context", f"{trace_id}/{parent};o=1")])
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     spans, logs = b_output(b, trace_id)
     server = next(s for s in spans if s["name"].endswith("/GetBook"))
@@ -262,3 +260,18 @@ def test_tracing_extra_is_in_every_neurons_requirements(neurons):
     for name in ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-gcp-trace"):
         assert f"\n{name}==" in pinned
     assert "tracing" in (books / "requirements-runtime.txt").read_text()
+
+
+def test_terraform_exports_to_cloud_trace_with_the_agent_role():
+    """Every service the shared module deploys sets TRACING=cloud-trace and may write spans
+    (roles/cloudtrace.agent), unless var.tracing is false."""
+    from tests.test_terraform import blocks, parse, unq
+
+    module = REPO / "terraform/modules/grpc-service"
+    main = parse(module / "main.tf")
+    agent = blocks(main, "resource")["google_project_iam_member.trace_agent"]
+    assert unq(agent["role"]) == "roles/cloudtrace.agent" and agent["count"] == "${var.tracing ? 1 : 0}"
+    assert unq(agent["member"]) == "serviceAccount:${google_service_account.service.email}"
+    assert main["locals"][0]["tracing_env"] == '${var.tracing ? {TRACING = "cloud-trace"} : {}}'
+    assert "local.tracing_env, var.env)" in (module / "main.tf").read_text()  # var.env may override it
+    assert blocks(parse(module / "variables.tf"), "variable")["tracing"]["default"] is True

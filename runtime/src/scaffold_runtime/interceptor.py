@@ -14,8 +14,8 @@ import time
 
 import grpc
 
-from scaffold_runtime.auth import caller
 from scaffold_runtime import tracing
+from scaffold_runtime.auth import caller
 from scaffold_runtime.logs import TRACE_KEY, trace_from_metadata
 from scaffold_runtime.stats import RpcStats
 
