@@ -35,13 +35,16 @@ def _installed(dist: str) -> str | None:
 
 
 FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0"})
+FALLBACK.update({"opentelemetry-api": "1.45.2", "opentelemetry-sdk": "1.45.2", "opentelemetry-exporter-gcp-trace": "1.15.0"})
 # Stubs and the gRPC runtime must match the grpcio-tools that generated them.
 _TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection")
 
 
 def extras(uses_firestore: bool, gateway: bool = False) -> tuple[str, ...]:
-    """The scaffold-runtime extras a neuron needs. ``id-token`` always: AUTH_MODE is a deploy-time choice."""
-    return tuple(e for e, on in (("firestore", uses_firestore), ("gateway", gateway), ("id-token", True)) if on)
+    """The scaffold-runtime extras a neuron needs. ``id-token`` and ``tracing`` always: AUTH_MODE
+    and TRACING are deploy-time choices (tracing costs one check per call while off)."""
+    return tuple(e for e, on in (("firestore", uses_firestore), ("gateway", gateway), ("id-token", True),
+                                 ("tracing", True)) if on)
 
 
 def requirements(uses_firestore: bool, gateway: bool = False) -> list[tuple[str, str]]:

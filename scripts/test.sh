@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' \
-  -e './runtime[firestore,gateway,id-token,testing]'
+  -e './runtime[firestore,gateway,id-token,testing,tracing]'
 
 # Real-world protos for the corpus tests: every googleapis proto, from npm.
 if [ ! -f .cache/node_modules/google-proto-files/google/example/library/v1/library.proto ]; then

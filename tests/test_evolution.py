@@ -64,7 +64,7 @@ def test_every_neuron_records_what_made_it(books):
     for path, digest in record.files.items():
         assert provenance.sha256((books / path).read_bytes()) == digest, path
     pin = (books / "requirements-runtime.txt").read_text()
-    assert f"scaffold-runtime[firestore,gateway,id-token]=={wheel().version}" in pin and f"sha256:{wheel().sha256}" in pin
+    assert f"scaffold-runtime[firestore,gateway,id-token,tracing]=={wheel().version}" in pin and f"sha256:{wheel().sha256}" in pin
     assert not (books / "runtime").exists()  # the runtime is a library now, not a copy
 
 

@@ -57,10 +57,13 @@ def test_each_extra_declares_what_its_modules_import():
         "google-cloud-firestore": {"google.cloud.firestore", "google.cloud.firestore_v1", "google.api_core"},
         "starlette": {"starlette"}, "uvicorn": {"uvicorn"}, "google-auth": {"google.auth", "google.oauth2"},
         "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"}, "h11": {"h11"},
+        "opentelemetry-api": {"opentelemetry.trace", "opentelemetry.context"},
+        "opentelemetry-sdk": {"opentelemetry.sdk"},
+        "opentelemetry-exporter-gcp-trace": {"opentelemetry.exporter.cloud_trace"},
     }
     extra_of = {"store": "firestore", "gateway": "gateway", "pytest_plugin": "testing", "filtering": "firestore",
                 "batch": "firestore", "softdelete": "firestore", "operations": "firestore",
-                "ordering": "firestore"}
+                "ordering": "firestore", "tracing": "tracing"}
 
     def allowed(extra: str | None) -> set[str]:
         reqs = list(w.core) + (list(w.extras[extra]) if extra else [])

@@ -28,6 +28,8 @@ Settings (environment):
 - GATEWAY_BODY_TIMEOUT_SECONDS (30): a body not received in full within this time gets 408.
 - GATEWAY_CALL_TIMEOUT_SECONDS (60) and GATEWAY_STREAM_TIMEOUT_SECONDS (3600): gRPC deadlines
   of unary and server-streaming calls.
+- TRACING, TRACE_SAMPLE_RATIO: a span per request (scaffold_runtime.tracing), whose context
+  the gRPC call carries as traceparent and x-cloud-trace-context.
 - CORS_ALLOWED_ORIGINS: comma-separated origins allowed to call from a browser (``*`` for any;
   default none: no CORS headers at all). CORS_ALLOWED_HEADERS adds request headers to the
   default list (authorization, content-type, x-api-key, traceparent, tracestate,
@@ -54,6 +56,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from scaffold_runtime import tracing
 
 log = logging.getLogger("gateway")
 
@@ -485,7 +489,7 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
         metadata = metadata_from(request)
         raw = await read_body(request, settings["limit"], settings["body_timeout"]) if rule.body else b""
         message = build_request(rule, raw, request.query_params, variables)
-        metadata += own_identity()
+        metadata = tracing.propagate(metadata) + own_identity()  # tracing on: this request's span
         if rule.kind == "unary_stream":
             return await stream(rule, message, metadata)
         call = channel().unary_unary(rule.method, request_serializer=rule.request.SerializeToString,
@@ -510,13 +514,22 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
             response.headers.update(cors.headers_for(request))
         return response
 
+    async def traced(request: Request) -> Response:
+        """dispatch() inside a span for the request (TRACING; see scaffold_runtime.tracing)."""
+        if not tracing.enabled():
+            return await dispatch(request)
+        with tracing.http_span(request.method, request.url.path, request.headers.get) as span:
+            response = await dispatch(request)
+            tracing.http_status(span, response.status_code)
+        return response
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         if "channel" in state:
             await state.pop("channel").close()
 
-    return Starlette(routes=[Route("/{path:path}", dispatch, methods=[*VERBS, "OPTIONS"])], lifespan=lifespan)
+    return Starlette(routes=[Route("/{path:path}", traced, methods=[*VERBS, "OPTIONS"])], lifespan=lifespan)
 
 
 def header_deadline_protocol(seconds: float):
@@ -559,6 +572,11 @@ def serve(rules: list[Rule]) -> None:
     from scaffold_runtime import logs
 
     logs.setup()
+    try:
+        tracing.setup(os.environ.get("K_SERVICE", "gateway"))
+    except (ValueError, RuntimeError) as exc:  # a bad setting: say which, no traceback
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(2) from None
     port = int(os.environ.get("PORT", "8081"))
     host = os.environ.get("HOST", "0.0.0.0")  # a container serves on every interface
     log.info("gateway listening on port %d, calling %s", port, os.environ.get("GRPC_TARGET", "127.0.0.1:8080"))

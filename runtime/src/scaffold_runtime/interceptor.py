@@ -14,12 +14,22 @@ import time
 
 import grpc
 
+from scaffold_runtime import tracing
 from scaffold_runtime.auth import caller
 from scaffold_runtime.logs import TRACE_KEY, trace_from_metadata
 from scaffold_runtime.stats import RpcStats
 
 log = logging.getLogger("grpc.call")
 _OK = grpc.StatusCode.OK
+
+
+def call_code(context, error: BaseException | None) -> grpc.StatusCode:
+    """The code a call ends with: the one set on ``context`` (a grpc ServicerContext, or
+    None), UNKNOWN when ``error`` escaped without one, else OK."""
+    code = context.code() if hasattr(context, "code") else None
+    if error is not None and code in (None, _OK):
+        return grpc.StatusCode.UNKNOWN
+    return code or _OK
 
 
 def _env_bool(name: str) -> bool:
@@ -50,16 +60,14 @@ class CallLogInterceptor(grpc.ServerInterceptor):
 
     def _record(self, method: str, context, started: float, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
-        code = context.code() if hasattr(context, "code") else None
-        if error is not None and code in (None, _OK):
-            code = grpc.StatusCode.UNKNOWN
-        code = code or _OK
+        code = call_code(context, error)
         if self.stats is not None:
             self.stats.record(method, code.name, elapsed)
         if code is _OK and not self.every_call and elapsed < self.slow:
             return
         fields = {"grpc.method": method, "grpc.code": code.name, "latency_ms": round(elapsed * 1000, 3)}
-        trace = trace_from_metadata(context.invocation_metadata())
+        # With tracing on, the log formatter adds the current span's trace id.
+        trace = "" if tracing.enabled() else trace_from_metadata(context.invocation_metadata())
         if trace:
             fields[TRACE_KEY] = trace
         identity = caller()

@@ -1,4 +1,9 @@
 """Structured logs in Cloud Logging's JSON format: one line per event on stdout.
+
+While tracing is on (scaffold_runtime.tracing), every line written inside a span carries its
+trace: ``logging.googleapis.com/trace`` (``projects/PROJECT/traces/TRACE_ID`` when
+GOOGLE_CLOUD_PROJECT is set), ``…/spanId`` and ``…/trace_sampled``, so Cloud Logging shows
+the lines under the trace whichever header (traceparent or x-cloud-trace-context) carried it.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ import os
 import sys
 import time
 
+from scaffold_runtime import tracing
+
 _LEVELS = {
     logging.DEBUG: "DEBUG",
     logging.INFO: "INFO",
@@ -17,7 +24,22 @@ _LEVELS = {
     logging.CRITICAL: "CRITICAL",
 }
 TRACE_KEY = "logging.googleapis.com/trace"
+SPAN_KEY = "logging.googleapis.com/spanId"
+SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
 _PROJECT = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+
+
+def trace_name(trace_id: str) -> str:
+    """A trace id as Cloud Logging wants it: ``projects/PROJECT/traces/ID`` with a project."""
+    return f"projects/{_PROJECT}/traces/{trace_id}" if _PROJECT else trace_id
+
+
+def trace_fields() -> dict:
+    """The current span's trace fields for a log entry; empty when tracing is off or no span."""
+    ids = tracing.current_ids()
+    if ids is None:
+        return {}
+    return {TRACE_KEY: trace_name(ids[0]), SPAN_KEY: ids[1], SAMPLED_KEY: ids[2]}
 
 
 def trace_from_metadata(metadata) -> str:
@@ -33,7 +55,7 @@ def trace_from_metadata(metadata) -> str:
                 trace = parts[1]
     if not trace or not trace.isalnum():
         return ""
-    return f"projects/{_PROJECT}/traces/{trace}" if _PROJECT else trace
+    return trace_name(trace)
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,6 +70,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)
+        for key, value in trace_fields().items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -9,6 +9,8 @@ What a neuron's server does:
   SERVER_MAX_LIFETIME seconds (0, the default, means never): health turns NOT_SERVING, new
   calls are refused, calls in flight finish within SHUTDOWN_GRACE_SECONDS (default 8, inside
   Cloud Run's 10 s), then exit 0
+- traces with TRACING=console|cloud-trace (TRACE_SAMPLE_RATIO): a span per call, parent
+  from traceparent / x-cloud-trace-context (see scaffold_runtime.tracing)
 - RPC statistics per method and status code (deps.stats); logged every STATS_LOG_SECONDS
   when set
 - TLS when TLS_CERT_FILE and TLS_KEY_FILE are set, mutual TLS when TLS_CLIENT_CA_FILE is set
@@ -41,7 +43,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from scaffold_runtime import auth, logs
+from scaffold_runtime import auth, logs, tracing
 from scaffold_runtime.deps import Deps
 from scaffold_runtime.interceptor import Admission, CallLogInterceptor
 from scaffold_runtime.stats import RpcStats
@@ -110,6 +112,8 @@ class Neuron:
         checker = auth.from_environment()
         if checker is not None:
             interceptors.insert(1, auth.AuthInterceptor(checker))
+        if tracing.enabled():  # first: admission, auth and the call log run inside the span
+            interceptors.insert(0, tracing.TraceInterceptor())
         self.interceptors = tuple(interceptors)
         credentials = _tls_credentials()
         self.server = grpc.server(
@@ -265,6 +269,7 @@ def main(make_neuron: Callable[..., Neuron], *, page_token_key: bool = False) ->
     try:
         if page_token_key:
             _check_page_token_key()
+        tracing.setup()
         neuron = make_neuron(os.environ.get("HOST", "[::]"), int(os.environ.get("PORT", "8080")), stop_requested=stop_requested)
     except (StartupError, RuntimeError, ValueError) as exc:  # a bad setting: say which, no traceback
         log.critical("cannot start: %s", exc)

@@ -28,6 +28,7 @@ from google.protobuf import field_mask_pb2
 from scaffold_runtime import aip, codec
 from scaffold_runtime.batch import BatchMethods
 from scaffold_runtime.softdelete import IsDeleted, SoftDeleteMethods
+from scaffold_runtime.tracing import store_call
 
 log = logging.getLogger("scaffold_runtime.store")
 # Every database call is bounded: FIRESTORE_TIMEOUT_SECONDS, or less when the caller's
@@ -219,6 +220,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         return codec.from_document(self.cls, snapshot.to_dict(), snapshot.reference.path)
 
     # -- AIP-131 Get ----------------------------------------------------------------------
+    @store_call("get")
     def get(self, context, name: str):
         """The resource called ``name``; aborts INVALID_ARGUMENT / NOT_FOUND / UNAVAILABLE."""
         with self._errors(context, name):
@@ -229,6 +231,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
             return self._from_doc(snap)
 
     # -- AIP-132 List ---------------------------------------------------------------------
+    @store_call("list")
     def list(self, context, page_size: int = 0, page_token: str = "", parent: str = "", where=()):
         """Return ``(resources, next_page_token)``; the token is empty on the last page.
 
@@ -263,6 +266,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
             return items, token
 
     # -- AIP-133 Create -------------------------------------------------------------------
+    @store_call("create")
     def create(self, context, resource, resource_id: str = "", parent: str = ""):
         """Store ``resource`` under ``parent`` and return it with its name and timestamps.
 
@@ -321,6 +325,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         run(self.client.transaction())
 
     # -- AIP-134 Update -------------------------------------------------------------------
+    @store_call("update")
     def update(self, context, resource, update_mask: field_mask_pb2.FieldMask | None = None):
         """Apply ``resource`` through ``update_mask`` (AIP-134/161: ``*``, field paths, and
         ``map_field.key`` for one map entry) and return the stored result. Aborts
@@ -404,6 +409,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         return updated
 
     # -- AIP-135 Delete -------------------------------------------------------------------
+    @store_call("delete")
     def delete(self, context, name: str, force: bool = False) -> None:
         """Delete ``name``. When other stores name this one their ``parent_store``, a resource
         with children is FAILED_PRECONDITION unless ``force``, which deletes every descendant
