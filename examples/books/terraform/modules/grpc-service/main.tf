@@ -19,6 +19,8 @@ locals {
     GRPC_MAX_WORKERS         = tostring(var.concurrency + 2)
   } : {}
   database_env = var.firestore_database == "" ? {} : { FIRESTORE_DATABASE = var.firestore_database }
+  # Spans go to Cloud Trace (scaffold_runtime.tracing); var.env may override, e.g. TRACE_SAMPLE_RATIO.
+  tracing_env = var.tracing ? { TRACING = "cloud-trace" } : {}
 }
 
 resource "google_service_account" "service" {
@@ -33,6 +35,14 @@ resource "google_project_iam_member" "roles" {
   project  = var.project_id
   role     = each.value
   member   = "serviceAccount:${google_service_account.service.email}"
+}
+
+# Writing spans to Cloud Trace, when tracing is on.
+resource "google_project_iam_member" "trace_agent" {
+  count   = var.tracing ? 1 : 0
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.service.email}"
 }
 
 # The service's own Firestore database: neurons never share documents, even when their
@@ -126,7 +136,7 @@ resource "google_cloud_run_v2_service" "service" {
       }
 
       dynamic "env" {
-        for_each = merge(local.grpc_env, local.database_env, var.env)
+        for_each = merge(local.grpc_env, local.database_env, local.tracing_env, var.env)
         content {
           name  = env.key
           value = env.value
@@ -183,7 +193,7 @@ resource "google_cloud_run_v2_service" "service" {
   }
 
   depends_on = [google_project_iam_member.roles, google_project_iam_member.firestore,
-  google_secret_manager_secret_iam_member.secret_access]
+  google_secret_manager_secret_iam_member.secret_access, google_project_iam_member.trace_agent]
 }
 
 resource "google_cloud_run_v2_service_iam_member" "invokers" {

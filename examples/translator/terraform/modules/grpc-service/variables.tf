@@ -137,3 +137,9 @@ variable "vpc_egress" {
   })
   default = null
 }
+
+variable "tracing" {
+  description = "Export traces to Cloud Trace: sets TRACING=cloud-trace and grants the service account roles/cloudtrace.agent."
+  type        = bool
+  default     = true
+}
