@@ -703,8 +703,11 @@ def check(ws: Workspace, root: Path) -> list[str]:
     problems = []
     if provenance.version_tuple(record.scaffold) < provenance.version_tuple(__version__):
         problems.append(f"made by scaffold {record.scaffold}; {__version__} is installed")
-    if provenance.version_tuple(record.runtime) < provenance.version_tuple(wheel().version):
-        problems.append(f"pins scaffold-runtime {record.runtime}; this scaffold carries {wheel().version}")
+    carried = wheel()
+    if provenance.version_tuple(record.runtime) < provenance.version_tuple(carried.version):
+        problems.append(f"pins scaffold-runtime {record.runtime}; this scaffold carries {carried.version}")
+    elif record.files.get(f"wheels/{carried.filename}", carried.sha256) != carried.sha256:
+        problems.append(f"carries a different build of scaffold-runtime {carried.version} than this scaffold")
     try:
         _api, _stubs, descriptors = compile_all(source_of(ws, record), with_descriptors=True)
     except UsageError as exc:
