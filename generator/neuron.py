@@ -515,6 +515,7 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
         p.add("gateway.py", render("neuron/gateway.py.j2", **ctx), FileOwner.GENERATED)
         p.add("openapi.json", openapi.render(api, neuron), FileOwner.GENERATED)
     p.add("requirements.txt", render("neuron/requirements.txt.j2", **ctx), FileOwner.GENERATED)
+    p.add("requirements-user.txt", render("neuron/requirements-user.txt.j2", **ctx), FileOwner.USER)
     p.add("requirements-runtime.txt", render("neuron/requirements-runtime.txt.j2", runtime=runtime,
                                               index=runtime_index, **ctx), FileOwner.GENERATED)
     if not runtime_index:
