@@ -277,6 +277,30 @@ def neuron_check(
                          hint="a hand-edited generated file is a conflict: move the change into methods.py, or --force")
 
 
+@neuron_app.command("depend")
+def neuron_depend(
+    caller: Annotated[str, typer.Argument(help="The neuron that calls: a NAME or its folder under neurons/.")],
+    callee: Annotated[str, typer.Argument(help="The neuron it calls: a NAME or its folder under neurons/.")],
+    alias: Annotated[
+        str | None,
+        typer.Option("--as", help="Name of the client in the caller (deps.clients.ALIAS, DEP_ALIAS_TARGET); "
+                                  "default: the callee's NAME part, e.g. books.", show_default=False),
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """CALLER calls CALLEE: a typed client in CALLER (self.deps.clients.ALIAS), Terraform wiring and IAM for both."""
+    from generator import depend
+
+    ws = _workspace()
+    dep, results = depend.depend(ws, caller, callee, alias, force=force)
+    for result in results:
+        echo(f"== {result.root.name}")
+        _show(result, ws, False)
+    echo(f"{results[0].root.name} calls {dep.folder} as self.deps.clients.{dep.alias} "
+         f"(recorded in neurons/{results[0].root.name}/{depend.FILENAME})")
+    echo(f"next: scaffold neuron run {results[0].root.name} {dep.folder}   # both, wired to each other")
+
+
 @app.command("openapi")
 def openapi_cmd(
     name: NameArg = None,

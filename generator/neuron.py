@@ -156,6 +156,32 @@ class NeuronService:
 
 
 @dataclass(frozen=True)
+class DepStub:
+    attr: str  # "books_service": the client's attribute
+    stub: str  # "books_books_pb2_grpc.BooksServiceStub"
+
+
+@dataclass(frozen=True)
+class DepClient:
+    """The generated client of one neuron this neuron calls (``deps_clients.py``)."""
+
+    alias: str  # "books": deps.clients.books, DEP_BOOKS_*
+    folder: str  # "resources-books-v1"
+    title: str  # its NAME or proto file
+    stubs: tuple[DepStub, ...]
+    retryable: tuple[str, ...]  # /pkg.Service/Method safe to repeat (Get, List, request_id)
+    imports: tuple[ImportLine, ...]
+
+    @property
+    def class_name(self) -> str:
+        return "".join(part.capitalize() for part in self.alias.split("_")) + "Client"
+
+    @property
+    def env(self) -> str:
+        return f"DEP_{self.alias.upper()}"
+
+
+@dataclass(frozen=True)
 class Neuron:
     dirname: str  # "resources-books-v1"
     title: str  # "xmpl.br.resources-books-v1" or the proto file name
@@ -175,6 +201,15 @@ class Neuron:
     runtime_extras: tuple[str, ...]
     python_image: str
     header: str = GENERATED
+    dependencies: tuple[DepClient, ...] = ()  # neurons it calls (dependencies.toml)
+    callers: tuple[str, ...] = ()  # folders of the workspace's neurons that call it
+
+    @property
+    def deps_imports(self) -> tuple[ImportLine, ...]:
+        """deps_clients.py's third-party imports: the runtime client and each dependency's stubs."""
+        lines = {line for d in self.dependencies for line in d.imports}
+        return import_block((), (ImportLine("scaffold_runtime.neuron_client", ("Clients", "NeuronClient")),),
+                            modules_first=()) + tuple(sorted(lines, key=lambda line: (line.package.lower(), line.names)))
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -415,6 +450,42 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
     return dirname, source.files[0]
 
 
+def dependency_clients(ws: Workspace, root: Path) -> tuple[tuple[DepClient, ...], dict[str, bytes], bytes]:
+    """The clients ``root``'s dependencies.toml asks for, the stubs of the called neurons'
+    protos, and their descriptor sets joined (part of the neuron's fingerprint: a changed
+    proto of a called neuron makes it stale). Raises UsageError for a dependency that is gone."""
+    from generator import depend, provenance
+
+    clients, stubs, descriptors = [], {}, b""
+    for dep in depend.load(root):
+        other = ws.neurons_root / dep.folder
+        record = provenance.load(other) if (other / "server.py").is_file() else None
+        if record is None:
+            raise UsageError(f"{root.name}/{depend.FILENAME}: [{dep.alias}] names {dep.folder}, which is not a neuron "
+                             f"scaffold recorded under {ws.neurons_root}",
+                             hint=f"create it, or remove [{dep.alias}] from {root / depend.FILENAME}")
+        api, dep_stubs, dep_descriptors = compile_all(source_of(ws, record), with_descriptors=True)
+        descriptors += dep_descriptors
+        for path, data in dep_stubs.items():
+            stubs.setdefault(path, data)
+        dep_stubs_list, retryable, imports = [], [], []
+        for f in api.files:
+            if not f.services:
+                continue
+            package, _, module = f.grpc_module.rpartition(".")
+            alias = f"{dep.alias}_{module}"
+            imports.append(ImportLine(package, (f"{module} as {alias}",)) if package else ImportLine(f"{module} as {alias}"))
+            for svc in f.services:
+                dep_stubs_list.append(DepStub(snake(svc.name), f"{alias}.{svc.name}Stub"))
+                for m in svc.methods:
+                    fields = {x.name for x in api.message(m.input_type).fields} if m.input_type in api.messages else set()
+                    if (m.standard is not None and m.standard.verb in ("get", "list")) or "request_id" in fields:
+                        retryable.append(f"/{svc.full_name}/{m.name}")
+        clients.append(DepClient(dep.alias, dep.folder, record.name or ", ".join(record.protos), tuple(dep_stubs_list),
+                                 tuple(retryable), tuple(imports)))
+    return tuple(clients), stubs, descriptors
+
+
 def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
     """One protoc run: the view model, and stubs for the protos and their local imports.
 
@@ -448,6 +519,8 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
     p.add("base.py", render("neuron/base.py.j2", **ctx), FileOwner.GENERATED)
     p.add("methods.py", render("neuron/methods.py.j2", **ctx), FileOwner.USER)
     p.add("client.py", render("neuron/client.py.j2", **ctx), FileOwner.GENERATED)
+    if neuron.dependencies:
+        p.add("deps_clients.py", render("neuron/deps_clients.py.j2", **ctx), FileOwner.GENERATED)
     if neuron.routes:
         from generator import openapi
 
@@ -567,6 +640,13 @@ def create(
         )
     api, stubs, descriptors = compile_all(source, with_descriptors=True)
     model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root))
+    from dataclasses import replace
+
+    from generator import depend
+
+    clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
+    stubs = {**dep_stubs, **stubs}
+    model = replace(model, dependencies=clients, callers=depend.callers(ws, root))
     p = plan(model, stubs, api, runtime_index=ws.runtime_index)
     notes: list[str] = []
     if update:
@@ -579,7 +659,7 @@ def create(
     files = {f.path: provenance.sha256(f.content) for f in p.files
              if f.owner is FileOwner.GENERATED and f.content is not None}
     rec = provenance.Record(
-        scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors),
+        scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors + dep_descriptors),
         name=origin.name, protos=origin.protos, includes=origin.includes, out=out or "", files=files,
     )
     p.add(provenance.FILENAME, rec.render(), FileOwner.GENERATED)
@@ -612,23 +692,27 @@ def all_neurons(ws: Workspace) -> list[Path]:
 
 def update_all(ws: Workspace, *, dry_run: bool = False, force: bool = False) -> list[Result]:
     """``neuron update`` for every neuron of the workspace that has a provenance record."""
-    from generator import provenance
-
     roots = all_neurons(ws)
     if not roots:
         raise UsageError(f"no neurons under {ws.neurons_root}", hint="create one with `scaffold neuron create NAME`")
-    results = []
-    for root in roots:
-        record = provenance.load(root)
-        if record is None:
-            raise UsageError(
-                f"{root.name} has no {provenance.FILENAME} (made by scaffold 0.1), so --all cannot tell its proto",
-                hint=f"update it once by name: `scaffold neuron update NAME --out {root.name}` (or --proto FILE -I DIR)",
-            )
-        origin = Origin(record.name, record.protos, record.includes)
-        results.append(create(ws, source_of(ws, record), record.name or None, out=record.out or root.name,
-                              dry_run=dry_run, update=True, force=force, origin=origin))
-    return results
+    return [update_recorded(ws, root, dry_run=dry_run, force=force) for root in roots]
+
+
+def update_recorded(ws: Workspace, root: Path, *, dry_run: bool = False, force: bool = False) -> Result:
+    """``neuron update`` of ``root`` from its provenance record; raises UsageError without one."""
+    from generator import provenance
+
+    record = provenance.load(root)
+    if record is None:
+        raise UsageError(
+            f"{root.name} has no {provenance.FILENAME} (made by scaffold 0.1), so scaffold cannot tell its proto",
+            hint=f"update it once by name: `scaffold neuron update NAME --out {root.name}` (or --proto FILE -I DIR)",
+        )
+    origin = Origin(record.name, record.protos, record.includes)
+    # out: only when the folder is not the NAME's default (an out= title would replace the NAME)
+    out = record.out or (None if record.name and names.parse(record.name).neuron_dir == root.name else root.name)
+    return create(ws, source_of(ws, record), record.name or None, out=out,
+                  dry_run=dry_run, update=True, force=force, origin=origin)
 
 
 def check(ws: Workspace, root: Path) -> list[str]:
@@ -646,11 +730,12 @@ def check(ws: Workspace, root: Path) -> list[str]:
         problems.append(f"pins scaffold-runtime {record.runtime}; this scaffold carries {wheel().version}")
     try:
         _api, _stubs, descriptors = compile_all(source_of(ws, record), with_descriptors=True)
+        descriptors += dependency_clients(ws, root)[2]
     except UsageError as exc:
         problems.append(f"its proto cannot be read: {exc.message}")
     else:
         if provenance.sha256(descriptors) != record.descriptors:
-            problems.append("its proto changed since it was generated")
+            problems.append("its proto, or the proto of a neuron it calls, changed since it was generated")
     for path, digest in sorted(record.files.items()):
         target = root / path
         if not target.is_file():
