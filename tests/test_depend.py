@@ -377,3 +377,63 @@ def test_bad_client_settings_say_which(flaky_books, monkeypatch, env, message):
         monkeypatch.setenv(k, v)
     with pytest.raises(ConfigError, match=message):
         deps_clients.clients().books
+
+
+def test_terraform_wires_the_caller_and_the_callee(ws):
+    """A reads B's address and may invoke B only; B admits only A's service account."""
+    import shutil
+    import subprocess
+
+    import hcl2
+
+    from tests.conftest import REPO, need
+    from tests.test_terraform import blocks, unq
+
+    def parse(path: Path) -> dict:
+        with path.open() as fh:
+            return hcl2.load(fh)
+
+    a = parse(ws / "neurons/services-translator-v1/terraform/cloudrun.tf")
+    res = blocks(a, "resource")
+    grants = {k: v for k, v in res.items() if k.startswith("google_cloud_run_v2_service_iam_member.")}
+    assert set(grants) == {"google_cloud_run_v2_service_iam_member.calls_books",
+                           "google_cloud_run_v2_service_iam_member.gateway_calls_service"}
+    call = grants["google_cloud_run_v2_service_iam_member.calls_books"]
+    assert unq(call["role"]) == "roles/run.invoker"
+    assert unq(call["member"]) == "serviceAccount:${module.service.service_account_email}"
+    assert unq(call["name"]) == "${data.google_cloud_run_v2_service.dep_books.name}"
+    assert not any(k.startswith(("google_project_iam", "google_service_account_iam")) for k in res)  # nothing more
+    data = {f"{kind.strip(chr(34))}.{name.strip(chr(34))}": body for entry in a["data"]
+            for kind, named in entry.items() for name, body in named.items()}
+    assert unq(data["google_cloud_run_v2_service.dep_books"]["name"]) == "${var.dep_books_service}"
+    module = {k.strip('"'): v for k, v in a["module"][0].items()}["service"]
+    assert module["env"] == "${merge(var.env, local.dependency_env)}"
+    env = {k: unq(v) for k, v in a["locals"][1]["dependency_env"].items()}
+    assert env["DEP_BOOKS_TARGET"].endswith(".run.app:443") and env["DEP_BOOKS_AUDIENCE"].startswith("https://${var.dep_books_service}-")
+    assert env["DEP_BOOKS_TLS"] == "true"
+    a_vars = blocks(parse(ws / "neurons/services-translator-v1/terraform/variables.tf"), "variable")
+    assert unq(a_vars["dep_books_service"]["default"]) == "resources-books-v1"
+
+    b = parse(ws / "neurons/resources-books-v1/terraform/cloudrun.tf")
+    b_module = {k.strip('"'): v for k, v in b["module"][0].items()}["service"]
+    assert b_module["env"] == "${merge(var.env, local.caller_env)}"  # last: var.env cannot turn auth off
+    caller_env = {k: unq(v) for k, v in b["locals"][1]["caller_env"].items()}
+    assert caller_env["AUTH_MODE"] == "id-token"
+    assert caller_env["AUTH_AUDIENCE"].startswith("https://${var.service_name}-${data.google_project.this.number}.")
+    assert "var.callers" in caller_env["AUTH_ALLOWED_CALLERS"] and "iam.gserviceaccount.com" in caller_env["AUTH_ALLOWED_CALLERS"]
+    assert not any(k.startswith("google_cloud_run_v2_service_iam_member.calls_") for k in blocks(b, "resource"))
+    b_vars = blocks(parse(ws / "neurons/resources-books-v1/terraform/variables.tf"), "variable")
+    assert [unq(c) for c in b_vars["callers"]["default"]] == ["services-translator-v1"]
+    # The allowed caller's email is the one the shared module gives the caller's account.
+    module_main = (REPO / "terraform/modules/grpc-service/main.tf").read_text()
+    assert 'substr("run-${var.service_name}", 0, 30)' in module_main and "trimsuffix(local.account_id" in module_main
+
+    exe = shutil.which("terraform")
+    need(exe is not None, "terraform")
+    r = subprocess.run([exe, "fmt", "-check", "-recursive", "-diff", str(ws / "neurons")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    checkov = REPO / ".cache/checkov-venv/bin/checkov"
+    need(checkov.exists(), "checkov (scripts/test.sh installs it in .cache/checkov-venv)")
+    r = subprocess.run([str(checkov), "-d", str(ws / "neurons"), "--framework", "terraform", "--compact", "--quiet",
+                        "--skip-download"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
