@@ -813,3 +813,100 @@ def test(root: Path, pytest_args: list[str]) -> int:
 
     check_runtime(sys.executable)
     return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=root, env=_env(root))
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _uses_firestore_files(root: Path) -> bool:
+    """Whether a generated neuron needs Firestore (its base stores resources or methods.py uses it)."""
+    base = root / "base.py"
+    return (base.is_file() and "ResourceStore(" in base.read_text(encoding="utf-8")) or _user_uses_firestore(root)
+
+
+def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
+    """Run several neurons together on 127.0.0.1, wired to each other: neuron i listens on
+    ``port + 2*i`` (its gateway on the next port), each dependency's DEP_<ALIAS>_TARGET points
+    at the other's port, and one Firestore emulator serves all (each neuron keeps its own
+    database). Returns 0 after Ctrl-C (every neuron drained), 1 when one of them stops on its
+    own (the others are stopped, and it says which). Raises UsageError for a busy port."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from generator import depend
+
+    check_runtime(sys.executable)
+    ports = {root.name: port + 2 * i for i, root in enumerate(roots)}
+    busy = [p for p in range(port, port + 2 * len(roots)) if not _port_free(p)]
+    if busy:
+        raise UsageError(f"port {busy[0]} on 127.0.0.1 is in use; {len(roots)} neurons need ports {port}-{port + 2 * len(roots) - 1}",
+                         hint="stop what uses it, or choose other ports with --port")
+    stopping = []
+    previous = {sig: signal.signal(sig, lambda signum, _f: stopping.append(signum)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            shared = {}
+            if any(_uses_firestore_files(r) for r in roots) and not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+                from scaffold_runtime.testing import EMULATOR_PROJECT, firestore_emulator
+
+                try:
+                    emu = stack.enter_context(firestore_emulator())
+                except RuntimeError as exc:
+                    echo(f"error: the Firestore emulator did not start: {exc}")
+                    return 1
+                shared = {"FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT}
+                echo(f"Firestore emulator: {emu.host} (shared; each neuron uses its own database)")
+            for root in roots:
+                env = {**_env(root), **shared, "PORT": str(ports[root.name]), "HOST": "127.0.0.1"}
+                for dep in depend.load(root):
+                    if dep.folder in ports:
+                        env[f"{dep.env}_TARGET"] = f"127.0.0.1:{ports[dep.folder]}"
+                        echo(f"{root.name} -> {dep.folder}: {dep.env}_TARGET=127.0.0.1:{ports[dep.folder]}")
+                    elif not env.get(f"{dep.env}_TARGET"):
+                        echo(f"note: {root.name} calls {dep.folder}, which is not in this run: set {dep.env}_TARGET or add it")
+                children[root.name] = subprocess.Popen([sys.executable, "-m", "scaffold_runtime.dev"], cwd=root, env=env,
+                                                       start_new_session=True)
+                echo(f"{root.name}: gRPC 127.0.0.1:{ports[root.name]}")
+            failed = ""
+            while not stopping and not failed:
+                time.sleep(0.2)
+                failed = next((f"{name} stopped (exit code {p.returncode})" for name, p in children.items()
+                               if p.poll() is not None), "")
+            _stop_all(children)
+            if failed:
+                echo(f"error: {failed}; the other neurons were stopped")
+                return 1
+            return 0
+    finally:
+        _stop_all(children, grace=0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(children: dict, grace: float = 15.0) -> None:
+    """SIGTERM every child still running (they drain), then kill what is left after ``grace`` s."""
+    import signal
+    import subprocess
+
+    for p in children.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in children.values():
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -437,3 +437,51 @@ def test_terraform_wires_the_caller_and_the_callee(ws):
     r = subprocess.run([str(checkov), "-d", str(ws / "neurons"), "--framework", "terraform", "--compact", "--quiet",
                         "--skip-download"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_neuron_run_starts_both_wired_and_ctrl_c_stops_all(ws, tmp_path):
+    """`scaffold neuron run A B`: both start on one emulator, A reaches B, SIGINT stops everything."""
+    import signal
+    import subprocess
+
+    from tests.conftest import REPO
+    from tests.helpers import free_port, wait_for_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(REPO), FIRESTORE_TIMEOUT_SECONDS="25", DEP_BOOKS_TIMEOUT="30")  # a loaded machine
+    log_path = tmp_path / "run.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "neuron", "run", TRANSLATOR, "resources-books-v1",
+                             "--port", str(port)], cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for p in (port, port + 2):
+            wait_for_port(p, proc, timeout=120)
+        assert echo(f"127.0.0.1:{port}", "create:beowulf", ws) == "BEOWULF", log_path.read_text()  # A -> B -> emulator
+        assert echo(f"127.0.0.1:{port}", "get:beowulf", ws) == "BEOWULF"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.close()
+    out = log_path.read_text()
+    assert f"DEP_BOOKS_TARGET=127.0.0.1:{port + 2}" in out and out.count("Firestore emulator:") == 1
+    import socket
+
+    for p in (port, port + 1, port + 2, port + 3):  # servers and gateways are gone
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", p), timeout=1).close()
+    assert "Traceback" not in out
+
+
+def test_neuron_run_refuses_a_busy_port_before_starting_anything(ws, scaffold):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = scaffold("neuron", "run", TRANSLATOR, "resources-books-v1", "--port", str(busy - 2), cwd=ws)
+    assert r.code != 0 and f"port {busy} on 127.0.0.1 is in use" in r.err and "Traceback" not in r.output
