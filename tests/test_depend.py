@@ -376,7 +376,7 @@ def test_bad_client_settings_say_which(flaky_books, monkeypatch, env, message):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(ConfigError, match=message):
-        deps_clients.clients().books
+        _ = deps_clients.clients().books
 
 
 def test_terraform_wires_the_caller_and_the_callee(ws):

@@ -96,7 +96,7 @@ class IdTokenSource:
         self.fetches += 1
         request = urllib.request.Request(self.url, headers={"Metadata-Flavor": "Google"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http to the metadata server)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # plain http: the metadata server
                 token = response.read(65536).decode("ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenError(f"metadata server {self.url.split('/computeMetadata')[0]}: {type(exc).__name__}") from None
