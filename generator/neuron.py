@@ -730,12 +730,14 @@ def check(ws: Workspace, root: Path) -> list[str]:
         problems.append(f"pins scaffold-runtime {record.runtime}; this scaffold carries {wheel().version}")
     try:
         _api, _stubs, descriptors = compile_all(source_of(ws, record), with_descriptors=True)
-        descriptors += dependency_clients(ws, root)[2]
+        dep_descriptors = dependency_clients(ws, root)[2]
+        descriptors += dep_descriptors
     except UsageError as exc:
         problems.append(f"its proto cannot be read: {exc.message}")
     else:
         if provenance.sha256(descriptors) != record.descriptors:
-            problems.append("its proto, or the proto of a neuron it calls, changed since it was generated")
+            problems.append("its proto changed since it was generated"
+                            + (" (or the proto of a neuron it calls)" if dep_descriptors else ""))
     for path, digest in sorted(record.files.items()):
         target = root / path
         if not target.is_file():
