@@ -277,6 +277,30 @@ def neuron_check(
                          hint="a hand-edited generated file is a conflict: move the change into methods.py, or --force")
 
 
+@neuron_app.command("depend")
+def neuron_depend(
+    caller: Annotated[str, typer.Argument(help="The neuron that calls: a NAME or its folder under neurons/.")],
+    callee: Annotated[str, typer.Argument(help="The neuron it calls: a NAME or its folder under neurons/.")],
+    alias: Annotated[
+        str | None,
+        typer.Option("--as", help="Name of the client in the caller (deps.clients.ALIAS, DEP_ALIAS_TARGET); "
+                                  "default: the callee's NAME part, e.g. books.", show_default=False),
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """CALLER calls CALLEE: a typed client in CALLER (self.deps.clients.ALIAS), Terraform wiring and IAM for both."""
+    from generator import depend
+
+    ws = _workspace()
+    dep, results = depend.depend(ws, caller, callee, alias, force=force)
+    for result in results:
+        echo(f"== {result.root.name}")
+        _show(result, ws, False)
+    echo(f"{results[0].root.name} calls {dep.folder} as self.deps.clients.{dep.alias} "
+         f"(recorded in neurons/{results[0].root.name}/{depend.FILENAME})")
+    echo(f"next: scaffold neuron run {results[0].root.name} {dep.folder}   # both, wired to each other")
+
+
 @app.command("openapi")
 def openapi_cmd(
     name: NameArg = None,
@@ -326,14 +350,31 @@ def neuron_deploy(
 
 @neuron_app.command("run")
 def neuron_run(
-    name: NameArg = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="One or more NAMEs (or folders under neurons/); several run together, wired to each other.",
+                       show_default=False),
+    ] = None,
     out: OutOpt = None,
-    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1).")] = 8080,
+    all_neurons: Annotated[bool, typer.Option("--all", help="Every neuron of the workspace, wired to each other.")] = False,
+    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1); with several, the first one's.")] = 8080,
 ) -> None:
-    """Run a neuron locally; starts the Firestore emulator beside it when none is configured."""
-    from generator import neuron
+    """Run neurons locally; starts the Firestore emulator beside them when none is configured."""
+    from generator import depend, neuron
 
-    root = neuron.locate(_workspace(), name, out)
+    ws = _workspace()
+    if all_neurons or len(names or ()) > 1:
+        if out:
+            from generator.errors import UsageError
+
+            raise UsageError("--out names one neuron; to run several, give their NAMEs or folders")
+        roots = neuron.all_neurons(ws) if all_neurons else [depend.resolve(ws, n) for n in names]
+        if not roots:
+            from generator.errors import UsageError
+
+            raise UsageError(f"no neurons under {ws.neurons_root}", hint="create one with `scaffold neuron create NAME`")
+        raise typer.Exit(neuron.run_many(ws, list(dict.fromkeys(roots)), port, echo))
+    root = neuron.locate(ws, names[0] if names else None, out) if out or not names else depend.resolve(ws, names[0])
     raise typer.Exit(neuron.run(root, port))
 
 

@@ -164,6 +164,32 @@ class NeuronService:
 
 
 @dataclass(frozen=True)
+class DepStub:
+    attr: str  # "books_service": the client's attribute
+    stub: str  # "books_books_pb2_grpc.BooksServiceStub"
+
+
+@dataclass(frozen=True)
+class DepClient:
+    """The generated client of one neuron this neuron calls (``deps_clients.py``)."""
+
+    alias: str  # "books": deps.clients.books, DEP_BOOKS_*
+    folder: str  # "resources-books-v1"
+    title: str  # its NAME or proto file
+    stubs: tuple[DepStub, ...]
+    retryable: tuple[str, ...]  # /pkg.Service/Method safe to repeat (Get, List, request_id)
+    imports: tuple[ImportLine, ...]
+
+    @property
+    def class_name(self) -> str:
+        return "".join(part.capitalize() for part in self.alias.split("_")) + "Client"
+
+    @property
+    def env(self) -> str:
+        return f"DEP_{self.alias.upper()}"
+
+
+@dataclass(frozen=True)
 class Neuron:
     dirname: str  # "resources-books-v1"
     title: str  # "xmpl.br.resources-books-v1" or the proto file name
@@ -183,6 +209,15 @@ class Neuron:
     runtime_extras: tuple[str, ...]
     python_image: str
     header: str = GENERATED
+    dependencies: tuple[DepClient, ...] = ()  # neurons it calls (dependencies.toml)
+    callers: tuple[str, ...] = ()  # folders of the workspace's neurons that call it
+
+    @property
+    def deps_imports(self) -> tuple[ImportLine, ...]:
+        """deps_clients.py's third-party imports: the runtime client and each dependency's stubs."""
+        lines = {line for d in self.dependencies for line in d.imports}
+        return import_block((), (ImportLine("scaffold_runtime.neuron_client", ("Clients", "NeuronClient")),),
+                            modules_first=()) + tuple(sorted(lines, key=lambda line: (line.package.lower(), line.names)))
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -476,6 +511,42 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
     return dirname, source.files[0]
 
 
+def dependency_clients(ws: Workspace, root: Path) -> tuple[tuple[DepClient, ...], dict[str, bytes], bytes]:
+    """The clients ``root``'s dependencies.toml asks for, the stubs of the called neurons'
+    protos, and their descriptor sets joined (part of the neuron's fingerprint: a changed
+    proto of a called neuron makes it stale). Raises UsageError for a dependency that is gone."""
+    from generator import depend, provenance
+
+    clients, stubs, descriptors = [], {}, b""
+    for dep in depend.load(root):
+        other = ws.neurons_root / dep.folder
+        record = provenance.load(other) if (other / "server.py").is_file() else None
+        if record is None:
+            raise UsageError(f"{root.name}/{depend.FILENAME}: [{dep.alias}] names {dep.folder}, which is not a neuron "
+                             f"scaffold recorded under {ws.neurons_root}",
+                             hint=f"create it, or remove [{dep.alias}] from {root / depend.FILENAME}")
+        api, dep_stubs, dep_descriptors = compile_all(source_of(ws, record), with_descriptors=True)
+        descriptors += dep_descriptors
+        for path, data in dep_stubs.items():
+            stubs.setdefault(path, data)
+        dep_stubs_list, retryable, imports = [], [], []
+        for f in api.files:
+            if not f.services:
+                continue
+            package, _, module = f.grpc_module.rpartition(".")
+            alias = f"{dep.alias}_{module}"
+            imports.append(ImportLine(package, (f"{module} as {alias}",)) if package else ImportLine(f"{module} as {alias}"))
+            for svc in f.services:
+                dep_stubs_list.append(DepStub(snake(svc.name), f"{alias}.{svc.name}Stub"))
+                for m in svc.methods:
+                    fields = {x.name for x in api.message(m.input_type).fields} if m.input_type in api.messages else set()
+                    if (m.standard is not None and m.standard.verb in ("get", "list")) or "request_id" in fields:
+                        retryable.append(f"/{svc.full_name}/{m.name}")
+        clients.append(DepClient(dep.alias, dep.folder, record.name or ", ".join(record.protos), tuple(dep_stubs_list),
+                                 tuple(retryable), tuple(imports)))
+    return tuple(clients), stubs, descriptors
+
+
 def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
     """One protoc run: the view model, and stubs for the protos and their local imports.
 
@@ -509,6 +580,8 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
     p.add("base.py", render("neuron/base.py.j2", **ctx), FileOwner.GENERATED)
     p.add("methods.py", render("neuron/methods.py.j2", **ctx), FileOwner.USER)
     p.add("client.py", render("neuron/client.py.j2", **ctx), FileOwner.GENERATED)
+    if neuron.dependencies:
+        p.add("deps_clients.py", render("neuron/deps_clients.py.j2", **ctx), FileOwner.GENERATED)
     if neuron.routes:
         from generator import openapi
 
@@ -629,6 +702,13 @@ def create(
         )
     api, stubs, descriptors = compile_all(source, with_descriptors=True)
     model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root))
+    from dataclasses import replace
+
+    from generator import depend
+
+    clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
+    stubs = {**dep_stubs, **stubs}
+    model = replace(model, dependencies=clients, callers=depend.callers(ws, root))
     p = plan(model, stubs, api, runtime_index=ws.runtime_index)
     notes: list[str] = []
     if update:
@@ -641,7 +721,7 @@ def create(
     files = {f.path: provenance.sha256(f.content) for f in p.files
              if f.owner is FileOwner.GENERATED and f.content is not None}
     rec = provenance.Record(
-        scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors),
+        scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors + dep_descriptors),
         name=origin.name, protos=origin.protos, includes=origin.includes, out=out or "", files=files,
     )
     p.add(provenance.FILENAME, rec.render(), FileOwner.GENERATED)
@@ -674,23 +754,27 @@ def all_neurons(ws: Workspace) -> list[Path]:
 
 def update_all(ws: Workspace, *, dry_run: bool = False, force: bool = False) -> list[Result]:
     """``neuron update`` for every neuron of the workspace that has a provenance record."""
-    from generator import provenance
-
     roots = all_neurons(ws)
     if not roots:
         raise UsageError(f"no neurons under {ws.neurons_root}", hint="create one with `scaffold neuron create NAME`")
-    results = []
-    for root in roots:
-        record = provenance.load(root)
-        if record is None:
-            raise UsageError(
-                f"{root.name} has no {provenance.FILENAME} (made by scaffold 0.1), so --all cannot tell its proto",
-                hint=f"update it once by name: `scaffold neuron update NAME --out {root.name}` (or --proto FILE -I DIR)",
-            )
-        origin = Origin(record.name, record.protos, record.includes)
-        results.append(create(ws, source_of(ws, record), record.name or None, out=record.out or root.name,
-                              dry_run=dry_run, update=True, force=force, origin=origin))
-    return results
+    return [update_recorded(ws, root, dry_run=dry_run, force=force) for root in roots]
+
+
+def update_recorded(ws: Workspace, root: Path, *, dry_run: bool = False, force: bool = False) -> Result:
+    """``neuron update`` of ``root`` from its provenance record; raises UsageError without one."""
+    from generator import provenance
+
+    record = provenance.load(root)
+    if record is None:
+        raise UsageError(
+            f"{root.name} has no {provenance.FILENAME} (made by scaffold 0.1), so scaffold cannot tell its proto",
+            hint=f"update it once by name: `scaffold neuron update NAME --out {root.name}` (or --proto FILE -I DIR)",
+        )
+    origin = Origin(record.name, record.protos, record.includes)
+    # out: only when the folder is not the NAME's default (an out= title would replace the NAME)
+    out = record.out or (None if record.name and names.parse(record.name).neuron_dir == root.name else root.name)
+    return create(ws, source_of(ws, record), record.name or None, out=out,
+                  dry_run=dry_run, update=True, force=force, origin=origin)
 
 
 def check(ws: Workspace, root: Path) -> list[str]:
@@ -711,11 +795,14 @@ def check(ws: Workspace, root: Path) -> list[str]:
         problems.append(f"carries a different build of scaffold-runtime {carried.version} than this scaffold")
     try:
         _api, _stubs, descriptors = compile_all(source_of(ws, record), with_descriptors=True)
+        dep_descriptors = dependency_clients(ws, root)[2]
+        descriptors += dep_descriptors
     except UsageError as exc:
         problems.append(f"its proto cannot be read: {exc.message}")
     else:
         if provenance.sha256(descriptors) != record.descriptors:
-            problems.append("its proto changed since it was generated")
+            problems.append("its proto changed since it was generated"
+                            + (" (or the proto of a neuron it calls)" if dep_descriptors else ""))
     for path, digest in sorted(record.files.items()):
         target = root / path
         if not target.is_file():
@@ -793,3 +880,100 @@ def test(root: Path, pytest_args: list[str]) -> int:
 
     check_runtime(sys.executable)
     return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=root, env=_env(root))
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _uses_firestore_files(root: Path) -> bool:
+    """Whether a generated neuron needs Firestore (its base stores resources or methods.py uses it)."""
+    base = root / "base.py"
+    return (base.is_file() and "ResourceStore(" in base.read_text(encoding="utf-8")) or _user_uses_firestore(root)
+
+
+def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
+    """Run several neurons together on 127.0.0.1, wired to each other: neuron i listens on
+    ``port + 2*i`` (its gateway on the next port), each dependency's DEP_<ALIAS>_TARGET points
+    at the other's port, and one Firestore emulator serves all (each neuron keeps its own
+    database). Returns 0 after Ctrl-C (every neuron drained), 1 when one of them stops on its
+    own (the others are stopped, and it says which). Raises UsageError for a busy port."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from generator import depend
+
+    check_runtime(sys.executable)
+    ports = {root.name: port + 2 * i for i, root in enumerate(roots)}
+    busy = [p for p in range(port, port + 2 * len(roots)) if not _port_free(p)]
+    if busy:
+        raise UsageError(f"port {busy[0]} on 127.0.0.1 is in use; {len(roots)} neurons need ports {port}-{port + 2 * len(roots) - 1}",
+                         hint="stop what uses it, or choose other ports with --port")
+    stopping = []
+    previous = {sig: signal.signal(sig, lambda signum, _f: stopping.append(signum)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            shared = {}
+            if any(_uses_firestore_files(r) for r in roots) and not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+                from scaffold_runtime.testing import EMULATOR_PROJECT, firestore_emulator
+
+                try:
+                    emu = stack.enter_context(firestore_emulator())
+                except RuntimeError as exc:
+                    echo(f"error: the Firestore emulator did not start: {exc}")
+                    return 1
+                shared = {"FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": EMULATOR_PROJECT}
+                echo(f"Firestore emulator: {emu.host} (shared; each neuron uses its own database)")
+            for root in roots:
+                env = {**_env(root), **shared, "PORT": str(ports[root.name]), "HOST": "127.0.0.1"}
+                for dep in depend.load(root):
+                    if dep.folder in ports:
+                        env[f"{dep.env}_TARGET"] = f"127.0.0.1:{ports[dep.folder]}"
+                        echo(f"{root.name} -> {dep.folder}: {dep.env}_TARGET=127.0.0.1:{ports[dep.folder]}")
+                    elif not env.get(f"{dep.env}_TARGET"):
+                        echo(f"note: {root.name} calls {dep.folder}, which is not in this run: set {dep.env}_TARGET or add it")
+                children[root.name] = subprocess.Popen([sys.executable, "-m", "scaffold_runtime.dev"], cwd=root, env=env,
+                                                       start_new_session=True)
+                echo(f"{root.name}: gRPC 127.0.0.1:{ports[root.name]}")
+            failed = ""
+            while not stopping and not failed:
+                time.sleep(0.2)
+                failed = next((f"{name} stopped (exit code {p.returncode})" for name, p in children.items()
+                               if p.poll() is not None), "")
+            _stop_all(children)
+            if failed:
+                echo(f"error: {failed}; the other neurons were stopped")
+                return 1
+            return 0
+    finally:
+        _stop_all(children, grace=0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(children: dict, grace: float = 15.0) -> None:
+    """SIGTERM every child still running (they drain), then kill what is left after ``grace`` s."""
+    import signal
+    import subprocess
+
+    for p in children.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in children.values():
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

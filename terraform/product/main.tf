@@ -31,6 +31,7 @@ locals {
     "cloudbuild.googleapis.com",
     "iam.googleapis.com",
     "secretmanager.googleapis.com",
+    "cloudresourcemanager.googleapis.com", # project number: neurons that call neurons build Cloud Run URLs from it
   ])
 }
 

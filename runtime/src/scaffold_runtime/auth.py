@@ -7,6 +7,9 @@
   service-to-service calls use); the token is verified with google-auth against AUTH_AUDIENCE
   (the service URL). AUTH_CERTS_URL overrides where the signing certificates come from; they
   are cached for their Cache-Control max-age and fetched with an AUTH_CERTS_TIMEOUT (2 s) limit.
+  AUTH_ALLOWED_CALLERS (comma-separated service-account emails) admits only those identities:
+  a valid token of anyone else is PERMISSION_DENIED. Unset, any valid token for the audience
+  is admitted (Cloud Run's IAM invoker check is then the only gate; a warning says so).
 
 Missing credentials: UNAUTHENTICATED; wrong ones: PERMISSION_DENIED; neither says why, so a
 caller learns nothing about valid keys. Health stays open (probes need it); reflection needs
@@ -100,12 +103,14 @@ class IdTokens:
     DEFAULT_MAX_AGE = 300.0
     RETRY_AFTER = 5.0
 
-    def __init__(self, audience: str, certs_url: str = DEFAULT_CERTS_URL, timeout: float = 2.0) -> None:
+    def __init__(self, audience: str, certs_url: str = DEFAULT_CERTS_URL, timeout: float = 2.0,
+                 allowed_callers: str | None = None) -> None:
         if not audience:
             raise RuntimeError("AUTH_MODE=id-token needs AUTH_AUDIENCE (the service URL callers ask tokens for)")
         import requests
 
         self.audience = audience
+        self.allowed = allowed(allowed_callers)
         self.certs_url = certs_url
         self.timeout = timeout
         self.fetches = 0
@@ -183,7 +188,25 @@ class IdTokens:
             raise AuthError(grpc.StatusCode.PERMISSION_DENIED) from None
         if claims.get("iss") not in GOOGLE_ISSUERS or claims.get("exp", 0) < time.time() - 10:
             raise AuthError(grpc.StatusCode.PERMISSION_DENIED)
-        return str(claims.get("email") or claims.get("sub") or "id-token")
+        email = claims.get("email")
+        if self.allowed is not None and not (isinstance(email, str) and claims.get("email_verified") is True
+                                             and email.lower() in self.allowed):
+            log.info("id token refused: caller not in AUTH_ALLOWED_CALLERS")
+            raise AuthError(grpc.StatusCode.PERMISSION_DENIED)
+        return str(email or claims.get("sub") or "id-token")
+
+
+def allowed(callers: str | None) -> frozenset[str] | None:
+    """The AUTH_ALLOWED_CALLERS emails (lower-cased), or None when unset (anyone with a valid
+    token); raises RuntimeError for a setting that names nobody or something not an email."""
+    if callers is None or not callers.strip():
+        return None
+    emails = frozenset(c.strip().lower() for c in callers.split(",") if c.strip())
+    bad = sorted(e for e in emails if "@" not in e or " " in e)
+    if not emails or bad:
+        raise RuntimeError(f"AUTH_ALLOWED_CALLERS must list service-account emails, comma-separated; "
+                           f"not {', '.join(bad) or callers!r}")
+    return emails
 
 
 def from_environment():
@@ -194,8 +217,11 @@ def from_environment():
     if mode == "api-key":
         return ApiKeys(os.environ.get("API_KEYS", ""), os.environ.get("API_KEYS_FILE", ""))
     if mode == "id-token":
-        return IdTokens(os.environ.get("AUTH_AUDIENCE", ""), os.environ.get("AUTH_CERTS_URL") or DEFAULT_CERTS_URL,
-                        float(os.environ.get("AUTH_CERTS_TIMEOUT", "2") or 2))
+        checker = IdTokens(os.environ.get("AUTH_AUDIENCE", ""), os.environ.get("AUTH_CERTS_URL") or DEFAULT_CERTS_URL,
+                           float(os.environ.get("AUTH_CERTS_TIMEOUT", "2") or 2), os.environ.get("AUTH_ALLOWED_CALLERS"))
+        if checker.allowed is None:
+            log.warning("AUTH_ALLOWED_CALLERS is not set: any valid ID token for %s is admitted", checker.audience)
+        return checker
     raise RuntimeError(f"unknown AUTH_MODE {mode!r}: use api-key, id-token or leave it unset")
 
 

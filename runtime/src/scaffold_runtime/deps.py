@@ -1,4 +1,5 @@
-"""What servicers share, made once per process: today the Firestore client.
+"""What servicers share, made once per process: the Firestore client and the clients of the
+neurons this one calls (``deps.clients.<alias>``, see :mod:`scaffold_runtime.neuron_client`).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 
 from scaffold_runtime.stats import RpcStats
 
@@ -17,10 +19,22 @@ class Deps:
     """Handed to every servicer. Attributes are created on first use, once per process."""
 
     def __init__(self, stop_requested: threading.Event | None = None, stats: RpcStats | None = None,
-                 database: str = "(default)") -> None:
+                 database: str = "(default)", clients: Callable[[Sequence], object] | None = None,
+                 client_interceptors: Sequence = ()) -> None:
         self.stop_requested = stop_requested or threading.Event()
         self.stats = stats or RpcStats()
         self.database = database
+        self._clients = clients
+        self.client_interceptors = list(client_interceptors)  # added to every call to another neuron
+
+    @functools.cached_property
+    def clients(self):
+        """The clients of the neurons this one calls, each by its alias (``deps.clients.books``),
+        made by ``clients(client_interceptors)`` on first use; raises AttributeError when the
+        neuron calls no other neuron."""
+        if self._clients is None:
+            raise AttributeError("this neuron calls no other neuron (`scaffold neuron depend A B` adds one)")
+        return self._clients(tuple(self.client_interceptors))
 
     def request_shutdown(self, reason: str = "shutdown requested") -> None:
         """Drain and stop the server, the same way SIGTERM does (calls in flight finish)."""

@@ -95,12 +95,15 @@ def _check_page_token_key() -> None:
 class Neuron:
     """The server with its services registered; ``start``, then ``drain`` to stop.
 
+    ``clients``: makes the clients of the neurons this one calls (``deps.clients``), given
+    ``client_interceptors`` (e.g. tracing) to add to each of their calls.
     Raises StartupError for a setting it cannot start with (TLS files, limits, a busy port).
     """
 
     def __init__(self, services: Sequence[Service], database: str = "(default)", host: str = "[::]",
                  port: int = 8080, max_workers: int | None = None,
-                 stop_requested: threading.Event | None = None) -> None:
+                 stop_requested: threading.Event | None = None, clients: Callable | None = None,
+                 client_interceptors: Sequence = ()) -> None:
         self.services = tuple(services)
         self.service_names = tuple(s.name for s in self.services)
         workers = max_workers or int(os.environ.get("GRPC_MAX_WORKERS", "16"))
@@ -125,7 +128,10 @@ class Neuron:
             ],
             compression=_compression(os.environ.get("GRPC_COMPRESSION", "none")),
         )
-        deps = Deps(self.stop_requested, self.stats, database=database)
+        if tracing.enabled():  # calls to other neurons continue the trace of the call being served
+            client_interceptors = (*tracing.client_interceptors(), *client_interceptors)
+        deps = Deps(self.stop_requested, self.stats, database=database, clients=clients,
+                    client_interceptors=client_interceptors)
         self.deps = deps
         for s in self.services:
             s.add_to_server(s.servicer(deps), self.server)
