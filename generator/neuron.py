@@ -59,8 +59,12 @@ class ImportLine:
 
 def import_block(imports, extra: tuple[ImportLine, ...] = (), modules_first: tuple[str, ...] = ("grpc",)) -> tuple[ImportLine, ...]:
     """The third-party import block (``import grpc``, stub imports, …) ordered as ruff's isort wants."""
-    plain: dict[str, set[str]] = {line.package: set(line.names) for line in extra}
+    plain: dict[str, set[str]] = {}
     aliased: list[ImportLine] = []
+    for line in extra:  # isort keeps `x as y` on a line of its own (combine-as-imports is off)
+        plain.setdefault(line.package, set()).update(n for n in line.names if " as " not in n)
+        aliased += [ImportLine(line.package, (n,)) for n in line.names if " as " in n]
+    plain = {pkg: names for pkg, names in plain.items() if names}
     # `import x` lines: grpc (and pytest), and stubs of a proto at an include root.
     modules: list[ImportLine] = [ImportLine(m) for m in modules_first]
     for imp in imports:
