@@ -225,7 +225,7 @@ class Classifier:
             id_field = f"{_snake(r.singular)}_id" if r.singular else ""
             return Classification(StandardMethod(
                 "create", r, resource_field=holder, id_field=id_field if self._string_field(req, id_field) else "",
-                parent_field=parent, long_running=lro))
+                parent_field=parent, long_running=lro, request_id_field=_request_id(req)))
         variables = self._variables(method)
         want = f"{holder}.{r.name_field}"
         if variables is not None and [v for v, _ in variables] != [want]:
@@ -237,7 +237,7 @@ class Classifier:
             "update", r, resource_field=holder,
             mask_field="update_mask" if mask is not None and mask.type_name == FIELD_MASK else "",
             allow_missing_field="allow_missing" if allow is not None and allow.type == "bool" else "",
-            long_running=lro))
+            long_running=lro, request_id_field=_request_id(req)))
 
     def _create(self, method: Method, req: Message) -> Classification:
         return self._create_or_update(method, req, "create")
@@ -265,7 +265,8 @@ class Classifier:
 
         return Classification(StandardMethod(
             "delete", resource, name_field=field, allow_missing_field=opt("allow_missing", "bool"),
-            etag_field=opt("etag", "string"), force_field=opt("force", "bool"), long_running=lro, soft_delete=soft))
+            etag_field=opt("etag", "string"), force_field=opt("force", "bool"), long_running=lro, soft_delete=soft,
+            request_id_field=_request_id(req)))
 
     def _deleted_resource(self, method: Method, req: Message, noun: str) -> Resource | None:
         """The resource a Delete removes: from the bound field's resource_reference, else by name."""
@@ -277,6 +278,12 @@ class Classifier:
             if f is not None and not f.child_reference and f.resource_reference in self.resources:
                 return self.resources[f.resource_reference]
         return next((r for r in self.resources.values() if r.message and r.message.rsplit(".", 1)[-1] == noun), None)
+
+
+def _request_id(req: Message) -> str:
+    """``request_id`` when the request has that string field (AIP-155), else ""."""
+    f = req.field("request_id")
+    return "request_id" if f is not None and f.type == "string" and not f.repeated else ""
 
 
 def _snake(name: str) -> str:
