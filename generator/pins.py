@@ -34,9 +34,9 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1"})
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "grpcio-status": "1.85.1"})
 # Stubs and the gRPC runtime must match the grpcio-tools that generated them.
-_TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection")
+_TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status")
 
 
 def extras(uses_firestore: bool, gateway: bool = False) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def test_each_extra_declares_what_its_modules_import():
         "protobuf": {"google.protobuf"}, "googleapis-common-protos": {"google.api", "google.rpc", "google.type"},
         "google-cloud-firestore": {"google.cloud.firestore", "google.cloud.firestore_v1", "google.api_core"},
         "starlette": {"starlette"}, "uvicorn": {"uvicorn"}, "google-auth": {"google.auth", "google.oauth2"},
-        "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"},
+        "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"}, "grpcio-status": {"grpc_status"},
     }
     extra_of = {"store": "firestore", "gateway": "gateway", "pytest_plugin": "testing", "filtering": "firestore",
                 "ordering": "firestore"}

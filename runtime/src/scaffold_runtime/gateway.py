@@ -69,9 +69,29 @@ class HttpError(Exception):
         self.status, self.message = status, message
 
 
-def error(status: str, message: str, http_code: int | None = None, headers: dict | None = None) -> JSONResponse:
+def error(status: str, message: str, http_code: int | None = None, headers: dict | None = None,
+          rpc_error=None) -> JSONResponse:
+    """Google's JSON error body; with ``rpc_error`` (a failed call) its AIP-193 details too:
+    ``"details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", ...}]``."""
     code = http_code or HTTP_STATUS.get(status, 500)
-    return JSONResponse({"error": {"code": code, "message": message, "status": status}}, status_code=code, headers=headers)
+    body = {"code": code, "message": message, "status": status}
+    details = _status_details(rpc_error) if rpc_error is not None else []
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=code, headers=headers)
+
+
+def _status_details(rpc_error) -> list[dict]:
+    """The google.rpc.Status details of a failed call as proto3 JSON ([] if none or unreadable)."""
+    from google.rpc import error_details_pb2, status_pb2  # noqa: F401 - registers the detail types
+
+    raw = next((v for k, v in (rpc_error.trailing_metadata() or ()) if k == "grpc-status-details-bin"), None)
+    if not raw:
+        return []
+    try:
+        return [json_format.MessageToDict(d) for d in status_pb2.Status.FromString(raw).details]
+    except Exception:  # noqa: BLE001 - unknown detail types or a damaged trailer: the body still stands
+        return []
 
 
 def _set_path(data: dict, path: str, value) -> None:
@@ -188,7 +208,7 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
             try:
                 response = await call(message, metadata=metadata_from(request) + own_identity(), timeout=60)
             except grpc.aio.AioRpcError as exc:
-                return error(exc.code().name, exc.details() or exc.code().name.lower())
+                return error(exc.code().name, exc.details() or exc.code().name.lower(), rpc_error=exc)
             if rule.response_body:
                 response = getattr(response, rule.response_body)
             return JSONResponse(json_format.MessageToDict(response))
