@@ -347,7 +347,7 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                                 text_field=_first(
                                     resource_msg.fields,
                                     lambda x, name_field=r.name_field: x.type == "string" and not x.repeated
-                                    and not x.output_only and x.name != name_field and not x.oneof and not x.immutable
+                                    and not x.output_only and x.name not in (name_field, "etag") and not x.oneof and not x.immutable
                                     and not keyword.iskeyword(x.name),
                                 ),
                                 timestamps=tuple(
