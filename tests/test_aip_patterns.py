@@ -15,6 +15,7 @@ import hcl2
 import pytest
 
 from tests.conftest import run_neuron_tests
+from tests.test_gateway import library  # noqa: F401 - its fixture: the library neuron behind its gateway
 from tests.test_store_aip import env, library_stores, uid  # noqa: F401 - the module's fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,3 +133,22 @@ def test_list_filters_and_orders_a_real_googleapis_resource(env):  # noqa: F811
     err = env.h.fails(lambda ctx: books.list(ctx, 2, page(order_by="author desc", filter='author > ""').next_page_token,
                                              parent=shelf.name, filter='author > ""', order_by="author") and None)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.details()
+
+
+def test_gateway_renders_aip193_details_as_google_apis_do(library):  # noqa: F811
+    import httpx
+
+    _root, url = library
+    with httpx.Client(base_url=url, timeout=30) as http:
+        missing = http.get("/v1/shelves/nope")
+        assert missing.status_code == 404
+        body = missing.json()["error"]
+        assert body["status"] == "NOT_FOUND" and body["code"] == 404
+        (info,) = body["details"]
+        assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo" and info["reason"] == "RESOURCE_NOT_FOUND"
+        assert info["domain"] == "library-example.googleapis.com" and info["metadata"]["resource"] == "shelves/nope"
+        bad = http.get("/v1/shelves", params={"pageSize": -1})
+        assert bad.status_code == 400
+        types = {d["@type"]: d for d in bad.json()["error"]["details"]}
+        violations = types["type.googleapis.com/google.rpc.BadRequest"]["fieldViolations"]
+        assert [v["field"] for v in violations] == ["page_size"]
