@@ -66,9 +66,9 @@ class Context:
 
 def main() -> None:
     from grpc_tools import protoc
+    from scaffold_runtime import testing
 
     from generator.protoc import bundled_includes
-    from scaffold_runtime import testing
 
     out = Path(tempfile.mkdtemp(prefix="bench-ops-"))
     include = REPO / "tests" / "protos" / "aip"
@@ -81,7 +81,6 @@ def main() -> None:
     with testing.firestore_emulator() as emu:
         os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host
         from google.cloud import firestore
-
         from scaffold_runtime.store import ResourceStore
 
         client = firestore.Client(project="demo-bench")
