@@ -233,7 +233,7 @@ class Classifier:
             id_field = f"{_snake(r.singular)}_id" if r.singular else ""
             return Classification(StandardMethod(
                 "create", r, resource_field=holder, id_field=id_field if self._string_field(req, id_field) else "",
-                parent_field=parent, long_running=lro))
+                parent_field=parent, long_running=lro, request_id_field=_request_id(req)))
         variables = self._variables(method)
         want = f"{holder}.{r.name_field}"
         if variables is not None and [v for v, _ in variables] != [want]:
@@ -245,7 +245,7 @@ class Classifier:
             "update", r, resource_field=holder,
             mask_field="update_mask" if mask is not None and mask.type_name == FIELD_MASK else "",
             allow_missing_field="allow_missing" if allow is not None and allow.type == "bool" else "",
-            long_running=lro))
+            long_running=lro, request_id_field=_request_id(req)))
 
     def _create(self, method: Method, req: Message) -> Classification:
         return self._create_or_update(method, req, "create")
@@ -273,7 +273,8 @@ class Classifier:
 
         return Classification(StandardMethod(
             "delete", resource, name_field=field, allow_missing_field=opt("allow_missing", "bool"),
-            etag_field=opt("etag", "string"), force_field=opt("force", "bool"), long_running=lro, soft_delete=soft))
+            etag_field=opt("etag", "string"), force_field=opt("force", "bool"), long_running=lro, soft_delete=soft,
+            request_id_field=_request_id(req)))
 
     def _deleted_resource(self, method: Method, req: Message, noun: str) -> Resource | None:
         """The resource a Delete removes: from the bound field's resource_reference, else by name."""
@@ -373,6 +374,11 @@ class Classifier:
         return Classification(StandardMethod(
             "batch_delete", resource, names_field=names, requests_field="" if names else "requests",
             name_field="name", parent_field=self._batch_parent(req), long_running=lro))
+
+def _request_id(req: Message) -> str:
+    """``request_id`` when the request has that string field (AIP-155), else ""."""
+    f = req.field("request_id")
+    return "request_id" if f is not None and f.type == "string" and not f.repeated else ""
 
 
 def _snake(name: str) -> str:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator import names, pins, protoc, schema
+from generator import indexes, names, pins, protoc, schema
 from generator.errors import UsageError
 from generator.render import snake
 from generator.workspace import Workspace
@@ -92,6 +92,8 @@ class Store:
     text_field: str  # a plain string field tests update through a mask ("" if none)
     timestamps: tuple[str, ...] = ()  # server-set create_time / update_time present
     soft_delete: bool = False  # AIP-164: the resource has delete_time and the service an Undelete
+    filter_field: str = ""  # a REQUIRED plain string field, always stored: filter / order_by tests
+    etag_field: str = ""  # AIP-154 `etag` (string) of the resource, computed by the store
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,16 @@ class NeuronService:
     stores: tuple[Store, ...]
     test_imports: tuple[ImportLine, ...] = ()  # what its user-owned test module needs
     contract_imports: tuple[ImportLine, ...] = ()  # what its generated contract tests need
+    declared: tuple = ()  # indexes.Index entries of the neuron's indexes.toml
+
+    def queries(self, store: Store) -> tuple:
+        """The declared List queries (indexes.toml entries with filter / order_by) on ``store``'s
+        collection that its List can express (the request has those fields)."""
+        lst = self.method("list", store)
+        if lst is None:
+            return ()
+        return tuple(q for q in self.declared if q.collection == store.resource.collection_id and (q.filter or q.order_by)
+                     and (not q.filter or lst.std.filter_field) and (not q.order_by or lst.std.order_by_field))
 
     @property
     def streaming(self) -> bool:
@@ -253,6 +265,24 @@ class Neuron:
         return any(s.long_running for s in self.services)
 
     @property
+    def retryable(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """``(service full name, method names)`` a client may retry on UNAVAILABLE: standard
+        Get/List and Update (AIP-134: the same request twice leaves the same state) always;
+        Create/Delete only with an AIP-155 request_id (a repeat replays the first response)."""
+        out = []
+        for s in self.services:
+            names = tuple(m.method.name for m in s.methods if m.method.kind == "unary_unary" and m.method.standard
+                          and (m.method.standard.verb in ("get", "list", "update") or m.method.standard.request_id_field))
+            if names:
+                out.append((s.service.full_name, names))
+        return tuple(out)
+
+    @property
+    def uses_request_ids(self) -> bool:
+        """Whether a standard method takes an AIP-155 request_id (its records need a TTL policy)."""
+        return any(m.std is not None and m.std.request_id_field for s in self.services for m in s.methods)
+
+    @property
     def user_streaming(self) -> bool:
         """Whether methods.py's stubs include a streaming RPC (they need ``Iterator``)."""
         return any(m.method.kind != "unary_unary" for s in self.services for m in s.custom_methods)
@@ -367,8 +397,9 @@ def _check_http_bindings(api: schema.Api) -> None:
                 )
 
 
-def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: bool = False) -> Neuron:
-    """The neuron model for ``api``; raises UsageError for protos a neuron cannot serve."""
+def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: bool = False, declared=()) -> Neuron:
+    """The neuron model for ``api``; raises UsageError for protos a neuron cannot serve.
+    ``declared``: the indexes.Index entries of the neuron's indexes.toml."""
     _check_python_names(api)
     _check_http_bindings(api)
     if not api.services:
@@ -416,13 +447,21 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                                 text_field=_first(
                                     resource_msg.fields,
                                     lambda x, name_field=r.name_field: x.type == "string" and not x.repeated
-                                    and not x.output_only and x.name != name_field and not x.oneof and not x.immutable
+                                    and not x.output_only and x.name not in (name_field, "etag") and not x.oneof and not x.immutable
                                     and not keyword.iskeyword(x.name),
                                 ),
                                 timestamps=tuple(
                                     x.name for x in resource_msg.fields
                                     if x.name in ("create_time", "update_time") and x.type_name == schema.TIMESTAMP
                                 ),
+                                filter_field=_first(
+                                    resource_msg.fields,
+                                    lambda x, name_field=r.name_field: x.type == "string" and x.required
+                                    and not x.output_only and not x.repeated and not x.oneof and x.name != name_field
+                                    and not keyword.iskeyword(x.name),
+                                ),
+                                etag_field=_first(resource_msg.fields,
+                                                  lambda x: x.name == "etag" and x.type == "string" and not x.repeated),
                             )
                         if std.verb == "create" and std.id_field:
                             old = stores[key]
@@ -469,8 +508,10 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
                 contract_imports=import_block(
                     (i for i in imports if any(t.startswith(i.alias + ".") for t in
                                                [g + ".", *(x.request for x in nm), *(s.message for s in final.values() if _sampled(s, nm))])),
-                    (ImportLine("scaffold_runtime.testing", _testing_names(final.values(), nm)),),
+                    (ImportLine("scaffold_runtime.testing", _testing_names(final.values(), nm)),
+                     *((ImportLine("scaffold_runtime.status", ("details_of",)),) if final else ())),
                     modules_first=("grpc", "pytest")),
+                declared=tuple(declared),
             )
         )
     uses_firestore = any(s.stores for s in services) or user_uses_firestore
@@ -603,6 +644,9 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
     p.add("ruff.toml", render("neuron/ruff.toml.j2", **ctx), FileOwner.GENERATED)
     for tf in ("main.tf", "variables.tf", "cloudrun.tf", "outputs.tf"):
         p.add(f"terraform/{tf}", render(f"neuron/terraform/{tf}.j2", **ctx), FileOwner.GENERATED)
+    if neuron.uses_firestore:
+        p.add("indexes.toml", indexes.EXAMPLE, FileOwner.USER)
+        p.add("terraform/indexes.tf", _firestore_terraform(neuron), FileOwner.GENERATED)
     p.add("tests/conftest.py", render("neuron/tests/conftest.py.j2", **ctx), FileOwner.USER)
     for svc in neuron.services:
         p.add(f"tests/{svc.test_module}.py", render("neuron/tests/test_service.py.j2", svc=svc, **ctx), FileOwner.USER)
@@ -619,6 +663,28 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
         if folder.split("/")[0] not in ("google", "grpc"):
             p.add(f"protobuf/{folder}/__init__.py", "", FileOwner.GENERATED)
     return p
+
+
+def _firestore_terraform(neuron: Neuron) -> str:
+    """terraform/indexes.tf: the composite indexes of indexes.toml and, when a method takes an
+    AIP-155 request_id, the TTL policy that expires its request records."""
+    declared = next((s.declared for s in neuron.services), ())
+    parts = [f"# {neuron.header}\n# Firestore indexes (from indexes.toml) and TTL policies of this neuron.\n"]
+    body = indexes.render_terraform(list(declared))
+    if body:
+        parts.append(body)
+    if neuron.uses_request_ids:
+        parts.append("# AIP-155: responses kept for request_id replays expire (scaffold_runtime.store REQUESTS_COLLECTION).\n"
+                     + indexes.render_ttl("_requests", "expire_time"))
+    return "\n".join(parts)
+
+
+def read_indexes(root: Path) -> tuple:
+    """The entries of ``root/indexes.toml`` (none when absent); UsageError if malformed."""
+    path = root / "indexes.toml"
+    if not path.is_file():
+        return ()
+    return tuple(indexes.load(path.read_text(encoding="utf-8"), source=str(path)))
 
 
 @dataclass(frozen=True)
@@ -705,7 +771,7 @@ def create(
             hint=f"install scaffold {record.scaffold} or later; a downgrade could undo fixes the neuron relies on",
         )
     api, stubs, descriptors = compile_all(source, with_descriptors=True)
-    model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root))
+    model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root), declared=read_indexes(root))
     from dataclasses import replace
 
     from generator import depend

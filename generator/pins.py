@@ -34,10 +34,11 @@ def _installed(dist: str) -> str | None:
     return None
 
 
-FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0"})
+FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0",
+                 "grpcio-status": "1.85.1"})
 FALLBACK.update({"opentelemetry-api": "1.45.2", "opentelemetry-sdk": "1.45.2", "opentelemetry-exporter-gcp-trace": "1.15.0"})
 # Stubs and the gRPC runtime must match the grpcio-tools that generated them.
-_TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection")
+_TOOLS_PINNED = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status")
 
 
 def extras(uses_firestore: bool, gateway: bool = False) -> tuple[str, ...]:

@@ -193,6 +193,7 @@ class StandardMethod:
     filter_field: str = ""  # List: AIP-160 filter
     order_by_field: str = ""  # List: AIP-132 order_by
     show_deleted_field: str = ""  # List: AIP-164 show_deleted
+    request_id_field: str = ""  # Create/Update/Delete: AIP-155 request_id (a repeat replays the response)
     long_running: bool = False  # returns google.longrunning.Operation (AIP-151), done at once
     soft_delete: bool = False  # Delete returns the resource (AIP-164)
     # Batch methods (AIP-231/233/234/235; verbs batch_get/batch_create/batch_update/batch_delete):

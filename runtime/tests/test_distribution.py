@@ -60,6 +60,7 @@ def test_each_extra_declares_what_its_modules_import():
         "opentelemetry-api": {"opentelemetry.trace", "opentelemetry.context"},
         "opentelemetry-sdk": {"opentelemetry.sdk"},
         "opentelemetry-exporter-gcp-trace": {"opentelemetry.exporter.cloud_trace"},
+        "grpcio-status": {"grpc_status"},
     }
     extra_of = {"store": "firestore", "gateway": "gateway", "pytest_plugin": "testing", "filtering": "firestore",
                 "batch": "firestore", "softdelete": "firestore", "operations": "firestore",

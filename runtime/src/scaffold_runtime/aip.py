@@ -25,7 +25,17 @@ MAX_PAGE_SIZE = 1000
 
 
 class InvalidArgument(ValueError):
-    """A request the client must fix; the message is safe to send back."""
+    """A request the client must fix; the message is safe to send back.
+
+    ``field``: the request field(s) at fault (``"book.title"``, or several), which become
+    AIP-193 ``google.rpc.BadRequest`` field violations; subclasses may set ``FIELD``."""
+
+    FIELD = ""
+
+    def __init__(self, message: str = "", *, field: str | tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        fields = (field,) if isinstance(field, str) else tuple(field)
+        self.fields: tuple[str, ...] = tuple(f for f in fields if f) or ((self.FIELD,) if self.FIELD else ())
 
 
 def echo(value) -> str:
@@ -51,14 +61,14 @@ def check_id(value: str, field: str) -> str:
     if not ID_RE.match(value):
         raise InvalidArgument(
             f"{field} {echo(value)} is not a valid id: use 1-63 lower-case letters, digits and "
-            "hyphens, starting with a letter and not ending with a hyphen"
+            "hyphens, starting with a letter and not ending with a hyphen", field=field
         )
     return value
 
 
 def page_size(value: int) -> int:
     if value < 0:
-        raise InvalidArgument("page_size must not be negative")
+        raise InvalidArgument("page_size must not be negative", field="page_size")
     if value == 0:
         return DEFAULT_PAGE_SIZE
     return min(value, MAX_PAGE_SIZE)
@@ -77,8 +87,11 @@ def encode_page_token(after: str, scope: str) -> str:
     return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
 
 
-def decode_page_token(token: str, scope: str) -> str:
-    """The cursor inside ``token``; InvalidArgument if forged, damaged or from another query."""
+def decode_page_token(token: str, scope: str, *, cursor_is_id: bool = True) -> str:
+    """The cursor inside ``token``; InvalidArgument if forged, damaged or from another query.
+
+    ``cursor_is_id``: the cursor must be one document id (False for an ordering's JSON cursor,
+    which scaffold_runtime.ordering checks itself)."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         mac, body = raw[:12], raw[12:]
@@ -87,11 +100,14 @@ def decode_page_token(token: str, scope: str) -> str:
         data = json.loads(body)
         after, token_scope = data["a"], data["s"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not valid: pass next_page_token from the previous response") from None
+        raise InvalidArgument("page_token is not valid: pass next_page_token from the previous response",
+                              field="page_token") from None
     if token_scope != scope or not isinstance(after, str):
-        raise InvalidArgument("page_token belongs to a different request: the other parameters must match")
-    if not is_safe_id(after):  # a signed token whose cursor is not one document id
-        raise InvalidArgument("page_token is not valid: pass next_page_token from the previous response")
+        raise InvalidArgument("page_token belongs to a different request: the other parameters must match",
+                              field="page_token")
+    if cursor_is_id and not is_safe_id(after):  # a signed token whose cursor is not one document id
+        raise InvalidArgument("page_token is not valid: pass next_page_token from the previous response",
+                              field="page_token")
     return after
 
 
@@ -144,13 +160,13 @@ def split_path(path: str) -> list[str]:
             quoted, was_quoted = not quoted, True
         elif ch == "." and not quoted:
             if not buf and not was_quoted:
-                raise InvalidArgument(f"update_mask path {echo(path)} has an empty segment")
+                raise InvalidArgument(f"update_mask path {echo(path)} has an empty segment", field="update_mask")
             parts.append("".join(buf))
             buf, was_quoted = [], False
         else:
             buf.append(ch)
     if quoted:
-        raise InvalidArgument(f"update_mask path {echo(path)} has an unclosed backtick")
+        raise InvalidArgument(f"update_mask path {echo(path)} has an unclosed backtick", field="update_mask")
     return parts
 
 
@@ -170,7 +186,8 @@ def map_key(fd, key: str, path: str):
             return int(key)
     except ValueError:
         pass
-    raise InvalidArgument(f"update_mask path {echo(path)}: {echo(key)} is not a key of map {fd.name}")
+    raise InvalidArgument(f"update_mask path {echo(path)}: {echo(key)} is not a key of map {fd.name}",
+                          field="update_mask")
 
 
 def check_mask_paths(descriptor, paths) -> list[str]:
@@ -182,13 +199,14 @@ def check_mask_paths(descriptor, paths) -> list[str]:
     out_only = output_only_paths(descriptor)
     for path in paths:
         if path == "*":
-            raise InvalidArgument("update_mask '*' cannot be combined with other paths")
+            raise InvalidArgument("update_mask '*' cannot be combined with other paths", field="update_mask")
         desc = descriptor
         parts = split_path(path)
         for i, part in enumerate(parts):
             fd = desc.fields_by_name.get(part) if desc is not None else None
             if fd is None:
-                raise InvalidArgument(f"update_mask path {echo(path)} is not a field of {descriptor.name}")
+                raise InvalidArgument(f"update_mask path {echo(path)} is not a field of {descriptor.name}",
+                                      field="update_mask")
             last = i == len(parts) - 1
             if not last and is_map(fd):
                 if i + 2 != len(parts):
@@ -198,7 +216,8 @@ def check_mask_paths(descriptor, paths) -> list[str]:
                 break
             if not last:
                 if fd.type != _d.FieldDescriptor.TYPE_MESSAGE or is_repeated(fd):
-                    raise InvalidArgument(f"update_mask path {echo(path)} goes inside a field that is not a message")
+                    raise InvalidArgument(f"update_mask path {echo(path)} goes inside a field that is not a message",
+                                          field="update_mask")
                 desc = fd.message_type
         if parts[0] not in out_only:
             kept.append(path)

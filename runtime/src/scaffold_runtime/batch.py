@@ -132,7 +132,7 @@ class BatchMethods:
                 raise _Taken(taken)
             for name, _, data in docs:
                 tx.create(self.client.document(name), data)
-            return [m for _, m, _ in docs]
+            return [self._with_etag(m) for _, m, _ in docs]
 
         return self._run_batch(context, body)
 
@@ -156,7 +156,7 @@ class BatchMethods:
                 out.append(self._apply_mask(plan, resource, self._from_doc(snap), f"requests[{i}]: "))
             for msg in out:
                 tx.set(self.client.document(getattr(msg, self.name_field)), self._document(msg))
-            return out
+            return [self._with_etag(msg) for msg in out]
 
         return self._run_batch(context, body)
 

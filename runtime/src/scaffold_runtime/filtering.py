@@ -105,6 +105,8 @@ _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]
 class FilterError(InvalidArgument):
     """A filter the server refuses; the message names the part and its column and is safe to return."""
 
+    FIELD = "filter"
+
 
 def _error(what: str, node=None, text: str = "") -> FilterError:
     where = ""

@@ -222,14 +222,32 @@ class HttpError(Exception):
         self.status, self.message, self.http_code = status, message, http_code
 
 
-def error_body(status: str, message: str, http_code: int | None = None) -> dict:
-    """The Google error object: {"error": {"code", "message", "status"}}."""
-    return {"error": {"code": http_code or HTTP_STATUS.get(status, 500), "message": message, "status": status}}
+def error_body(status: str, message: str, http_code: int | None = None, details: list | tuple = ()) -> dict:
+    """The Google error object: {"error": {"code", "message", "status"[, "details"]}}; ``details``
+    are AIP-193 details as proto3 JSON (``{"@type": "type.googleapis.com/google.rpc.ErrorInfo", ...}``)."""
+    body = {"code": http_code or HTTP_STATUS.get(status, 500), "message": message, "status": status}
+    if details:
+        body["details"] = list(details)
+    return {"error": body}
 
 
-def error(status: str, message: str, http_code: int | None = None, headers: dict | None = None) -> JSONResponse:
-    body = error_body(status, message, http_code)
+def error(status: str, message: str, http_code: int | None = None, headers: dict | None = None,
+          details: list | tuple = ()) -> JSONResponse:
+    body = error_body(status, message, http_code, details)
     return JSONResponse(body, status_code=body["error"]["code"], headers=headers)
+
+
+def rpc_details(exc) -> list[dict]:
+    """The google.rpc.Status details a failed call carried, as proto3 JSON ([] if none or unreadable)."""
+    from google.rpc import error_details_pb2, status_pb2  # noqa: F401 - registers the detail types
+
+    raw = next((v for k, v in (exc.trailing_metadata() or ()) if k == "grpc-status-details-bin"), None)
+    if not raw:
+        return []
+    try:
+        return [json_format.MessageToDict(d) for d in status_pb2.Status.FromString(raw).details]
+    except Exception:  # noqa: BLE001 - unknown detail types or a damaged trailer: the body still stands
+        return []
 
 
 def rpc_error(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
@@ -446,7 +464,7 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
-            return error(*rpc_error(exc))
+            return error(*rpc_error(exc), details=rpc_details(exc))
 
         def line(obj: dict) -> bytes:
             return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
@@ -459,7 +477,7 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
                         getattr(item, rule.response_body) if rule.response_body else item)})
                     item = await call.read()
             except grpc.aio.AioRpcError as exc:
-                yield line(error_body(*rpc_error(exc)))
+                yield line(error_body(*rpc_error(exc), details=rpc_details(exc)))
             finally:
                 call.cancel()
 
@@ -497,7 +515,7 @@ def create_app(rules: list[Rule], target: str | None = None) -> Starlette:
         try:
             response = await call(message, metadata=metadata, timeout=settings["call_timeout"])
         except grpc.aio.AioRpcError as exc:
-            return error(*rpc_error(exc))
+            return error(*rpc_error(exc), details=rpc_details(exc))
         if rule.response_body:
             response = getattr(response, rule.response_body)
         return JSONResponse(json_format.MessageToDict(response))

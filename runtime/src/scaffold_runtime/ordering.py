@@ -42,6 +42,8 @@ NAME = "__name__"
 class OrderError(InvalidArgument):
     """An order_by the server refuses; the message names the part and is safe to return."""
 
+    FIELD = "order_by"
+
 
 @dataclass(frozen=True)
 class Order:
@@ -91,7 +93,8 @@ class Ordering:
                 raise ValueError
             values = [datetime.datetime.fromisoformat(v["t"]) if isinstance(v, dict) else v for v in raw]
         except (ValueError, TypeError, KeyError):
-            raise InvalidArgument("page_token is not valid for this order_by: pass next_page_token unchanged") from None
+            raise InvalidArgument("page_token is not valid for this order_by: pass next_page_token unchanged",
+                                  field="page_token") from None
         return query.start_after(values)
 
 

@@ -40,7 +40,10 @@ class SoftDeleteMethods:
     soft_delete: bool = False
 
     def _document(self, msg) -> dict:
-        """The Firestore document for ``msg``: its fields, plus :data:`DELETED` on a soft store."""
+        """The Firestore document for ``msg``: its fields (never its computed AIP-154 etag), plus
+        :data:`DELETED` on a soft store."""
+        if getattr(self, "_etag", "") and getattr(msg, self._etag):
+            msg = _without(msg, self._etag)
         data = codec.to_document(msg)
         if self.soft_delete:
             data[DELETED] = msg.HasField("delete_time")
@@ -107,3 +110,11 @@ class SoftDeleteMethods:
         with self._errors(context, name):
             self._check_name(name)
             return self._transition(context, name, False)
+
+
+def _without(msg, field: str):
+    """A copy of ``msg`` with ``field`` cleared."""
+    copy = type(msg)()
+    copy.CopyFrom(msg)
+    copy.ClearField(field)
+    return copy
