@@ -96,7 +96,11 @@ def test_books_through_the_gateway(books_http):
     assert http.delete("/v1/books/b0").status_code == 200
     missing = http.get("/v1/books/b0")
     assert missing.status_code == 404
-    assert missing.json() == {"error": {"code": 404, "message": "books/b0 not found", "status": "NOT_FOUND"}}
+    error = missing.json()["error"]
+    assert (error["code"], error["message"], error["status"]) == (404, "'books/b0' not found", "NOT_FOUND")
+    # AIP-193: the ErrorInfo the store attached, rendered as Google APIs do.
+    assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RESOURCE_NOT_FOUND",
+                                 "domain": "books.br.xmpl", "metadata": {"type": "books.br.xmpl/Book", "resource": "books/b0"}}]
     assert http.post("/v1/books", params={"bookId": "b1"}, json={"displayName": "x", "authors": ["a"], "publisher": "p"}).status_code == 409
     bad = http.get("/v1/books", params={"filter": "author = 1"})
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"

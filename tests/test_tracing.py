@@ -46,7 +46,7 @@ import os
 import grpc
 import relay_pb2
 import relay_pb2_grpc
-from xmpl.br.resources.books.v1 import books_pb2, books_pb2_grpc
+from tracebooks.v1 import books_pb2, books_pb2_grpc
 
 from scaffold_runtime import tracing
 
@@ -69,8 +69,13 @@ class RelayService(relay_pb2_grpc.RelayServiceServicer):
 @pytest.fixture(scope="module")
 def neurons(tmp_path_factory, emulator):
     """(A's root, B's server process): B generated from the Books proto, A from RELAY_PROTO."""
-    books = generate(tmp_path_factory.mktemp("b"), BOOKS_PROTO / "xmpl/br/resources/books/v1/books.proto", "books",
-                     BOOKS_PROTO)
+    # The example's Books proto under a package of its own: other tests of this session load
+    # other protos named xmpl/br/resources/books/v1/books.proto into the same descriptor pool.
+    protos = tmp_path_factory.mktemp("protos")
+    (protos / "tracebooks/v1").mkdir(parents=True)
+    text = (BOOKS_PROTO / "xmpl/br/resources/books/v1/books.proto").read_text()
+    (protos / "tracebooks/v1/books.proto").write_text(text.replace("package xmpl.br.resources.books.v1;", "package tracebooks.v1;"))
+    books = generate(tmp_path_factory.mktemp("b"), protos / "tracebooks/v1/books.proto", "books", protos)
     base = tmp_path_factory.mktemp("a")
     (base / "relay.proto").write_text(RELAY_PROTO)
     relay = generate(base, base / "relay.proto", "relay")
@@ -96,7 +101,7 @@ def traced_a(neurons):
     assert tracing.setup("relay", exporter=exporter)
     mp = pytest.MonkeyPatch()
     mp.setenv("BOOKS_TARGET", b.target)
-    for name in ("server", "methods", "base", "gateway", "relay_pb2", "relay_pb2_grpc", "xmpl"):
+    for name in ("server", "methods", "base", "gateway", "relay_pb2", "relay_pb2_grpc", "tracebooks"):
         forget_package(name)
     paths = [str(relay), str(books / "protobuf")]
     sys.path[:0] = paths
@@ -116,7 +121,7 @@ def traced_a(neurons):
         mp.undo()
         for p in paths:
             sys.path.remove(p)
-        for name in ("server", "methods", "base", "gateway", "relay_pb2", "relay_pb2_grpc", "xmpl"):
+        for name in ("server", "methods", "base", "gateway", "relay_pb2", "relay_pb2_grpc", "tracebooks"):
             forget_package(name)
 
 
@@ -177,7 +182,7 @@ def test_one_trace_from_the_gateway_through_a_to_b_and_its_store(traced_a):
     gateway = next(s for s in exporter.get_finished_spans() if s.name == f"POST /v1/relay/{book}")
     trace_id = f"{gateway.context.trace_id:032x}"
     mine = in_memory(exporter, trace_id)
-    a_server, a_client = mine["relay.v1.RelayService/Relay"], mine["xmpl.br.resources.books.v1.BooksService/CreateBook"]
+    a_server, a_client = mine["relay.v1.RelayService/Relay"], mine["tracebooks.v1.BooksService/CreateBook"]
     assert gateway.parent is None  # the request carried no trace: the gateway starts it
     assert gateway.attributes["http.response.status_code"] == 200
     assert a_server.parent.span_id == gateway.context.span_id and a_server.kind.name == "SERVER"
@@ -186,7 +191,7 @@ def test_one_trace_from_the_gateway_through_a_to_b_and_its_store(traced_a):
 
     spans, logs = b_output(b, trace_id)
     by_name = {s["name"]: s for s in spans}
-    b_server, b_store = by_name["xmpl.br.resources.books.v1.BooksService/CreateBook"], by_name["firestore.create"]
+    b_server, b_store = by_name["tracebooks.v1.BooksService/CreateBook"], by_name["firestore.create"]
     assert b_server["kind"] == "SpanKind.SERVER" and b_server["parent_id"] == f"0x{a_client.context.span_id:016x}"
     assert b_store["parent_id"] == b_server["context"]["span_id"]
     assert b_store["attributes"]["db.collection.name"] == "books"
@@ -210,7 +215,7 @@ def test_either_incoming_header_continues_the_callers_trace(traced_a, header):
     assert gateway.parent.span_id == parent and gateway.parent.is_remote
     assert mine["relay.v1.RelayService/Relay"].parent.span_id == gateway.context.span_id
     spans, logs = b_output(b, trace_id)
-    assert {s["name"] for s in spans} >= {"xmpl.br.resources.books.v1.BooksService/CreateBook", "firestore.create"}
+    assert {s["name"] for s in spans} >= {"tracebooks.v1.BooksService/CreateBook", "firestore.create"}
     assert logs, "B's call log line carries the caller's trace"
 
 
@@ -219,8 +224,8 @@ def test_x_cloud_trace_context_alone_reaches_a_server(neurons):
     _relay, books, b = neurons
     from tests.helpers import import_stubs
 
-    stubs = import_stubs(books, "xmpl.br.resources.books.v1.books_pb2_grpc")
-    pb2 = sys.modules["xmpl.br.resources.books.v1.books_pb2"]
+    stubs = import_stubs(books, "tracebooks.v1.books_pb2_grpc")
+    pb2 = sys.modules["tracebooks.v1.books_pb2"]
     trace_id, parent = uuid.uuid4().hex, 987654321
     with grpc.insecure_channel(b.target) as channel, pytest.raises(grpc.RpcError) as missing:
         stubs.BooksServiceStub(channel).GetBook(pb2.GetBookRequest(name="books/absent"), timeout=20,

@@ -61,7 +61,17 @@ def _errors(context, name: str = ""):
     """The store's error mapping (never UNKNOWN): NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, INTERNAL."""
     from scaffold_runtime.store import ResourceStore
 
-    return ResourceStore._errors(None, context, name)  # noqa: SLF001 - it uses nothing of the store
+    return ResourceStore._errors(_OPERATIONS_ERRORS, context, name)  # noqa: SLF001 - needs only the two below
+
+
+class _OperationsErrors:
+    """What the store's error mapping reads of a store: the AIP-193 ErrorInfo domain and type."""
+
+    resource_type = "longrunning.googleapis.com/Operation"
+    domain = "longrunning.googleapis.com"
+
+
+_OPERATIONS_ERRORS = _OperationsErrors()
 
 
 class Job:

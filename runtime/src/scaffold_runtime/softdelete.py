@@ -72,8 +72,9 @@ class SoftDeleteMethods:
                 getattr(msg, field).FromDatetime(at)
         self._stamp(msg, created=False)
 
-    def _transition(self, context, name: str, deleted: bool):
-        """Read ``name`` and set its deleted state in one transaction; return the result."""
+    def _transition(self, context, name: str, deleted: bool, etag: str = ""):
+        """Read ``name`` and set its deleted state in one transaction; return the result.
+        ``etag`` (AIP-154): when given, must be the resource's current one."""
         from google.cloud import firestore
 
         ref = self.client.document(name)
@@ -85,6 +86,7 @@ class SoftDeleteMethods:
             if not snap.exists:
                 raise gexc.NotFound(name)
             msg = self._from_doc(snap)
+            self._check_etag(etag, msg)
             if not self.soft_delete:  # a Delete that returns the resource, on a hard-deleting store
                 tx.delete(ref)
                 return msg
@@ -92,17 +94,18 @@ class SoftDeleteMethods:
                 raise (gexc.NotFound(name) if deleted else gexc.AlreadyExists(name))
             self._mark(msg, deleted)
             tx.set(ref, self._document(msg))
-            return msg
+            return self._with_etag(msg)
 
         return run(self.client.transaction())
 
-    def delete_returning(self, context, name: str):
+    def delete_returning(self, context, name: str, *, etag: str = ""):
         """AIP-164 Delete: mark ``name`` deleted and return it (a hard-deleting store deletes it
-        and returns it as it was). Aborts INVALID_ARGUMENT, NOT_FOUND (absent or already
-        deleted), ABORTED, UNAVAILABLE."""
+        and returns it as it was). ``etag`` (AIP-154) must be the current one when given.
+        Aborts INVALID_ARGUMENT, NOT_FOUND (absent or already deleted), ABORTED (stale etag,
+        contention), UNAVAILABLE."""
         with self._errors(context, name):
             self._check_name(name)
-            return self._transition(context, name, True)
+            return self._transition(context, name, True, etag)
 
     def undelete(self, context, name: str):
         """AIP-164 Undelete: clear ``name``'s delete_time (and expiry) and return it. Aborts

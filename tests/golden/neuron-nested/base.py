@@ -53,7 +53,12 @@ class LibraryServiceBase(nested_pb2_grpc.LibraryServiceServicer):
         self, request: nested_pb2.ListBooksRequest, context: grpc.ServicerContext
     ) -> nested_pb2.ListBooksResponse:
         """Lists the books of a shelf."""
-        items, next_page_token = self.books.list(context, request.page_size, request.page_token, parent=request.parent)
+        items, next_page_token = self.books.list(
+            context,
+            request.page_size,
+            request.page_token,
+            parent=request.parent,
+        )
         return nested_pb2.ListBooksResponse(books=items, next_page_token=next_page_token)
 
     def DeleteBook(self, request: nested_pb2.DeleteBookRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
