@@ -10,7 +10,6 @@ import threading
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from scaffold_runtime.deps import Deps
 from scaffold_runtime.server import Neuron, Service
 
