@@ -44,6 +44,25 @@ def timed(cmd, cwd, runs, setup=None) -> float:
     return statistics.median(samples) * 1000
 
 
+def timed_pair(a, b, cwd, runs) -> tuple[float, float, list[float]]:
+    """Medians (ms) of two (cmd, setup) pairs run alternately (ABBA), and each run's a/b ratio."""
+    samples: dict[int, list[float]] = {0: [], 1: []}
+    for i in range(runs):
+        for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+            cmd, setup = (a, b)[side]
+            samples[side].append(timed(cmd, cwd, 1, setup))
+    return (statistics.median(samples[0]), statistics.median(samples[1]),
+            [x / y for x, y in zip(samples[0], samples[1])])
+
+
+def cookiecutter() -> Path | None:
+    """The venv's cookiecutter, installed with pip when missing (None if that fails)."""
+    cookie = Path(PY).parent / "cookiecutter"
+    if not cookie.exists():
+        subprocess.run([PY, "-m", "pip", "install", "-q", "cookiecutter"], capture_output=True)
+    return cookie if cookie.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=9)
@@ -80,9 +99,8 @@ def main() -> None:
         gen = timed([SCAFFOLD, "proto", "gen", name], ws, runs)
         rows.append(("python -m grpc_tools.protoc (same proto)", plain, ""))
         rows.append(("scaffold proto gen (+ descriptor set)", gen, f"{gen / plain:.2f}x plain protoc"))
-        create_ms = timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron)
-        cookie = Path(PY).parent / "cookiecutter"
-        if cookie.exists():  # pip install cookiecutter to compare
+        cookie = cookiecutter()
+        if cookie is not None:
             tpl = tmp / "cc"
             (tpl / "{{cookiecutter.name}}").mkdir(parents=True)
             (tpl / "cookiecutter.json").write_text('{"name": "demo"}')
@@ -93,11 +111,15 @@ def main() -> None:
             def drop_cc():
                 shutil.rmtree(cc_out, ignore_errors=True)
 
-            cc_ms = timed([str(cookie), "--no-input", "-o", str(cc_out), str(tpl)], tmp, runs, drop_cc)
-            rows.append(("cookiecutter, eight static files", cc_ms, ""))
-            rows.append(("scaffold neuron create (stubs included)", create_ms, f"{create_ms / cc_ms:.2f}x cookiecutter"))
+            timed([SCAFFOLD, "neuron", "create", name], ws, 1, drop_neuron)  # warm the user caches once
+            create_ms, cc_ms, ratios = timed_pair(([SCAFFOLD, "neuron", "create", name], drop_neuron),
+                                                  ([str(cookie), "--no-input", "-o", str(cc_out), str(tpl)], drop_cc), ws, runs)
+            rows.append(("cookiecutter, eight static files", cc_ms, "(alternated with the next row)"))
+            rows.append(("scaffold neuron create (stubs included)", create_ms,
+                         f"{create_ms / cc_ms:.2f}x cookiecutter (per-pair ratios {min(ratios):.2f}-{max(ratios):.2f})"))
         else:
-            rows.append(("scaffold neuron create (stubs included)", create_ms, "(cookiecutter not installed)"))
+            create_ms = timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron)
+            rows.append(("scaffold neuron create (stubs included)", create_ms, "(pip install cookiecutter failed)"))
         print(f"median of {runs} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
         for label, ms, note in rows:
             print(f"{label:<45} {ms:8.1f} ms  {note}")

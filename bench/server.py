@@ -1,19 +1,31 @@
-"""Generated server vs a minimal hand-written grpcio server: calls/s, p99, start-up, RSS.
+"""Generated server vs a minimal hand-written grpcio server, loaded by h2load (a C client).
 
-    .venv/bin/python bench/server.py [--seconds 5] [--runs 3] [--concurrency 32]
+    .venv/bin/python bench/server.py [--calls 20000] [--runs 5] [--only echo,gateway,cold,books]
 
-Both serve the same Echo implementation (the translator skeleton's Echo, implemented the same
-way in each), with the same thread pool size and the same libraries imported. Load comes from
-a grpc.aio client in a second process on 127.0.0.1, bounded in time. Each configuration runs
---runs times; medians are printed. "1 core" pins the server to CPU 0 and the client to CPU 1
-(taskset); "2 cores" leaves both unpinned. Books Get runs the same against the Firestore
-emulator. Prints figures only.
+- echo: the same Echo servicer in the generated server and in a hand-written grpcio server
+  (same thread pool size, health service and imports): calls/s, p99 latency and server CPU
+  time per call, on 1 core (server pinned to CPU 0, h2load to CPU 1) and on 2 cores (nothing
+  pinned). Both servers run at once; the load runs alternate between them (ABBA order), so
+  drifting load from other processes on the host hits both sides alike.
+- gateway: CPU time per REST call of the generated gateway (uvicorn, HTTP/1.1 from
+  h2load --h1) against the gRPC server's CPU time per gRPC call of the same Echo, alternated.
+- cold: process start to the first successful Books GetBook on the Firestore emulator,
+  generated vs a hand-written grpcio + Firestore server, alternated.
+- books: Books GetBook under load on the emulator (as echo).
+
+h2load sends gRPC as plain HTTP/2 POSTs (content-type application/grpc, te: trailers, a
+length-prefixed request as the body). Every server is spot-checked first: the same request
+sent with nghttp must come back with grpc-status 0; and the generated server logs every
+failed call, so its log is searched for refusals after each load run. h2load's per-request
+log gives the latencies. Prints figures only: nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SCAFFOLD = str(Path(PY).parent / "scaffold")
+TICK = os.sysconf("SC_CLK_TCK")
 
 HAND_WRITTEN = '''
 import os, signal, sys, threading
@@ -56,59 +69,39 @@ def main():
 main()
 '''
 
-HAND_WRITTEN_AIO = '''
-import asyncio, os, signal, sys
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "protobuf"))
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc
-
-class Echo(translator_pb2_grpc.TranslatorServiceServicer):
-    async def Echo(self, request, context):
-        return translator_pb2.EchoResponse(text=request.text)
-
-async def main():
-    server = grpc.aio.server()
-    translator_pb2_grpc.add_TranslatorServiceServicer_to_server(Echo(), server)
-    h = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(h, server)
-    server.add_insecure_port("127.0.0.1:" + os.environ["PORT"])
-    await server.start()
-    await h.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(1)
-
-asyncio.run(main())
+BOOKS_SERVICER = '''
+DB = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"], database=os.environ["FIRESTORE_DATABASE"])
+class Books(books_pb2_grpc.BooksServiceServicer):
+    def GetBook(self, request, context):
+        snap = DB.document(request.name).get()
+        if not snap.exists:
+            context.abort(grpc.StatusCode.NOT_FOUND, "not found")
+        d = snap.to_dict()
+        book = books_pb2.Book(name=d["name"], display_name=d["display_name"])
+        book.create_time.FromDatetime(d["create_time"])
+        book.update_time.FromDatetime(d["update_time"])
+        return book
 '''
 
-CLIENT = '''
-import asyncio, sys, time, json
-sys.path.insert(0, sys.argv[1])
-import grpc
-{imports}
 
-async def main(target, seconds, concurrency):
-    async with grpc.aio.insecure_channel(target) as ch:
-        call = {call}
-        await call()
-        lat = []
-        deadline = time.perf_counter() + seconds
-        async def worker():
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                await call()
-                lat.append(time.perf_counter() - t)
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    lat.sort()
-    print(json.dumps({{"cps": len(lat) / elapsed, "p99_ms": lat[int(len(lat) * 0.99)] * 1000}}))
+def ensure_h2load() -> str:
+    """The path of h2load; installs Debian's nghttp2-client when it is missing, else exits
+    with a message saying how to install it."""
+    if not shutil.which("h2load"):
+        print("h2load not found: installing Debian's nghttp2-client", file=sys.stderr)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, capture_output=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            sys.exit(f"bench/server.py needs h2load and nghttp from Debian's nghttp2-client, and installing it failed "
+                     f"({exc}). Install it (as root: apt-get update && apt-get install -y nghttp2-client) and run again.")
+    if not (shutil.which("h2load") and shutil.which("nghttp")):
+        sys.exit("bench/server.py needs h2load and nghttp (apt-get install -y nghttp2-client)")
+    return shutil.which("h2load")
 
-asyncio.run(main(sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
-'''
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
 
 
 def free_port() -> int:
@@ -117,96 +110,219 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (taskset execs, so the pid is the server's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start(cmd, cwd, env, cpus: str | None):
-    port = free_port()
-    full = (["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []) + cmd
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(full, cwd=cwd, env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    while True:  # a plain TCP poll: a gRPC channel would sit in its 1 s reconnect backoff
+def wait_port(port: int, t0: float, proc) -> None:
+    """Until ``port`` accepts connections; a plain TCP poll, since a gRPC channel would sit in
+    its reconnect back-off."""
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
+            return
         except OSError:
-            if time.perf_counter() - t0 > 30:
-                raise RuntimeError("server did not start") from None
+            if proc.poll() is not None or time.perf_counter() - t0 > 60:
+                raise RuntimeError(f"server {proc.args} did not start") from None
             time.sleep(0.002)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while stub.Check(health_pb2.HealthCheckRequest(), timeout=5, wait_for_ready=True).status != 1:
-            time.sleep(0.002)
-    ready_ms = (time.perf_counter() - t0) * 1000
-    time.sleep(0.3)
-    return proc, port, ready_ms, rss_kb(proc.pid)
 
 
-def load(client: Path, stubs: Path, port: int, seconds: float, concurrency: int, cpus: str | None) -> dict:
-    import json
+class Server:
+    """A server process on a free port, its output in a log file."""
 
-    cmd = [PY, str(client), str(stubs), f"127.0.0.1:{port}", str(seconds), str(concurrency)]
-    if cpus and shutil.which("taskset"):
-        cmd = ["taskset", "-c", cpus, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    if out.returncode:
-        raise RuntimeError(out.stderr)
-    return json.loads(out.stdout)
+    def __init__(self, cmd, cwd: Path, env: dict, cpus: str | None, extra_env: dict | None = None) -> None:
+        self.port = free_port()
+        self.log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.t0 = time.perf_counter()
+            self.proc = subprocess.Popen(pinned(cmd, cpus), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**env, "PORT": str(self.port), "HOST": "127.0.0.1", **(extra_env or {})},
+                                         start_new_session=True)
+        wait_port(self.port, self.t0, self.proc)
+
+    def refusals(self) -> int:
+        """Failed calls the server logged (the generated server logs every one)."""
+        return len(re.findall(r'"grpc.code": "(?!OK)', self.log.read_text(errors="replace")))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.unlink(missing_ok=True)
 
 
-def stop(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
+def grpc_body(data: bytes) -> Path:
+    """A file with one length-prefixed gRPC message (flag 0, 4-byte big-endian length)."""
+    path = Path(tempfile.mkstemp(prefix="bench-body-")[1])
+    path.write_bytes(b"\0" + len(data).to_bytes(4, "big") + data)
+    return path
+
+
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+
+
+def spot_check(url: str, body: Path) -> None:
+    """Send the load's request once with nghttp; raise unless the answer is grpc-status 0."""
+    out = subprocess.run(["nghttp", "-v", "-d", str(body), *GRPC_HEADERS, url], capture_output=True, text=True, timeout=30)
+    if not re.search(r"\) grpc-status: 0$", out.stdout, re.MULTILINE):
+        raise RuntimeError(f"{url} did not answer grpc-status 0:\n{out.stdout[-2000:]}{out.stderr[-500:]}")
+
+
+def h2load(url: str, body: Path, calls: int, cpus: str | None, headers=GRPC_HEADERS, h1: bool = False,
+           clients: int = 4, streams: int = 8) -> dict:
+    """One h2load run: calls/s, p99 ms (from its per-request log), succeeded and failed counts."""
+    log = Path(tempfile.mkstemp(prefix="bench-h2load-")[1])
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        cmd = [H2LOAD, "-n", str(calls), "-c", str(clients), "-m", str(1 if h1 else streams), "-d", str(body),
+               *headers, "--log-file", str(log), *(["--h1"] if h1 else []), url]
+        out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True, timeout=600)
+        done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out.stdout)
+        rate = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out.stdout)
+        if out.returncode or not done or not rate:
+            raise RuntimeError(f"h2load failed: {out.stdout[-1500:]}{out.stderr[-500:]}")
+        micros = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines()
+                        if line and line.split("\t")[1] != "-1")
+        return {"cps": float(rate.group(1)), "p99": micros[int(len(micros) * 0.99)] / 1000 if micros else float("nan"),
+                "succeeded": int(done.group(3)), "failed": int(done.group(4)) + calls - int(done.group(2))}
+    finally:
+        log.unlink(missing_ok=True)
 
 
-def measure(label, generated_cmd, hand_cmd, cwd_gen, cwd_hand, env, client, stubs, args, names=("generated", "hand-written")) -> None:
+def loaded(server: Server, url: str, body: Path, calls: int, cpus: str | None, **kw) -> dict:
+    """h2load against ``server``, with the server's CPU seconds per call (µs)."""
+    before = cpu_seconds(server.proc.pid)
+    result = h2load(url, body, calls, cpus, **kw)
+    result["cpu_us"] = (cpu_seconds(server.proc.pid) - before) / max(1, result["succeeded"]) * 1e6
+    return result
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} [{min(values):.0f}-{max(values):.0f}]"
+
+
+def spreadf(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def compare_load(label: str, sides: dict, path: str, body: Path, env: dict, args) -> None:
+    """``sides``: name -> (cmd, cwd, extra env); the first is compared against the second."""
+    names = list(sides)
     for cores, server_cpus, client_cpus in (("1 core", "0", "1"), ("2 cores", None, None)):
-        figures = {names[0]: [], names[1]: []}
-        for _ in range(args.runs):
-            for name, cmd, cwd in ((names[1], hand_cmd, cwd_hand), (names[0], generated_cmd, cwd_gen)):
-                proc, port, ready, rss = start(cmd, cwd, env, server_cpus)
-                try:
-                    result = load(client, stubs, port, args.seconds, args.concurrency, client_cpus)
-                finally:
-                    stop(proc)
-                figures[name].append((result["cps"], result["p99_ms"], ready, rss))
-        med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in figures.items()}
-        g, h = med[names[0]], med[names[1]]
-        print(f"{label}, {cores}: calls/s {names[0]} {g[0]:.0f} vs {names[1]} {h[0]:.0f} ({g[0] / h[0]:.2f}x); "
-              f"p99 {g[1]:.2f} vs {h[1]:.2f} ms ({g[1] / h[1]:.2f}x); SERVING after {g[2]:.0f} vs {h[2]:.0f} ms "
-              f"({g[2] / h[2]:.2f}x); idle RSS {g[3] / 1024:.1f} vs {h[3] / 1024:.1f} MB ({g[3] / h[3]:.2f}x)")
+        servers = {n: Server(cmd, cwd, env, server_cpus, extra) for n, (cmd, cwd, extra) in sides.items()}
+        try:
+            for n, s in servers.items():
+                url = f"http://127.0.0.1:{s.port}{path}"
+                spot_check(url, body)
+                h2load(url, body, min(2000, args.calls), client_cpus)  # warm-up
+            runs: dict[str, list[dict]] = {n: [] for n in names}
+            for i in range(args.runs):
+                for n in (names if i % 2 == 0 else names[::-1]):
+                    s = servers[n]
+                    runs[n].append(loaded(s, f"http://127.0.0.1:{s.port}{path}", body, args.calls, client_cpus))
+            refused = {n: s.refusals() for n, s in servers.items()}
+        finally:
+            for s in servers.values():
+                s.stop()
+        med = {n: {k: statistics.median(r[k] for r in v) for k in ("cps", "p99", "cpu_us")} for n, v in runs.items()}
+        a, b = (med[n] for n in names)
+        failed = {n: sum(r["failed"] for r in v) for n, v in runs.items()}
+        print(f"{label}, {cores}, {args.runs} runs of {args.calls} calls, median [min-max]:")
+        for key, unit, fmt in (("cps", "calls/s", spread), ("p99", "p99 ms", spreadf), ("cpu_us", "CPU µs/call", spread)):
+            print(f"  {unit:<12} {names[0]} {fmt([r[key] for r in runs[names[0]]])}  {names[1]} "
+                  f"{fmt([r[key] for r in runs[names[1]]])}  ratio {a[key] / b[key]:.2f}x")
+        print(f"  h2load failed: {failed}; failed calls in the generated server's log: {refused[names[0]]}")
 
 
-def startup(root: Path, env, runs: int = 15) -> None:
-    """Start to SERVING alone, alternating the two servers (3 load runs give a noisy median)."""
+def compare_gateway(echo: Path, body_grpc: Path, env: dict, args) -> None:
+    """Gateway CPU per REST call against the gRPC server's CPU per gRPC call, alternated."""
+    body_json = Path(tempfile.mkstemp(prefix="bench-json-")[1])
+    body_json.write_text('{"text": "hi"}')
+    grpc_server = Server([PY, "server.py"], echo, env, "0")
+    gateway = Server([PY, "gateway.py"], echo, env, "0", {"GRPC_TARGET": f"127.0.0.1:{grpc_server.port}"})
+    json_headers = ["-H", "content-type: application/json"]
+    rest_url = f"http://127.0.0.1:{gateway.port}/v1:echo"
+    grpc_url = f"http://127.0.0.1:{grpc_server.port}/xmpl.br.services.translator.v1.TranslatorService/Echo"
+    rest = {"h1": True, "headers": json_headers, "clients": 16}
+    try:
+        spot_check(grpc_url, body_grpc)
+        check = subprocess.run(["curl", "-s", "-d", '{"text": "hi"}', *json_headers, rest_url], capture_output=True, text=True)
+        if json.loads(check.stdout or 'null') != {"text": "hi"}:
+            raise RuntimeError(f"gateway answered {check.stdout!r}")
+        h2load(rest_url, body_json, min(2000, args.calls), "1", **rest)
+        h2load(grpc_url, body_grpc, min(2000, args.calls), "1")
+        gw, via, direct = [], [], []
+        for i in range(args.runs):
+            for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+                if side == 0:
+                    before = cpu_seconds(grpc_server.proc.pid)
+                    r = loaded(gateway, rest_url, body_json, args.calls, "1", **rest)
+                    gw.append(r)
+                    via.append((cpu_seconds(grpc_server.proc.pid) - before) / max(1, r["succeeded"]) * 1e6)
+                else:
+                    direct.append(loaded(grpc_server, grpc_url, body_grpc, args.calls, "1"))
+        refused = grpc_server.refusals()
+    finally:
+        gateway.stop()
+        grpc_server.stop()
+        body_json.unlink(missing_ok=True)
+    g, d = [r["cpu_us"] for r in gw], [r["cpu_us"] for r in direct]
+    print(f"Gateway Echo (HTTP/1.1, 16 connections) vs gRPC Echo, servers on CPU 0, h2load on CPU 1, "
+          f"{args.runs} runs of {args.calls} calls, median [min-max]:")
+    print(f"  gateway CPU µs per REST call {spread(g)}  gRPC server CPU µs per gRPC call {spread(d)}  "
+          f"ratio {statistics.median(g) / statistics.median(d):.2f}x")
+    print(f"  (gRPC server CPU µs per call made by the gateway {spread(via)}; REST calls/s {spread([r['cps'] for r in gw])}; "
+          f"REST p99 ms {spreadf([r['p99'] for r in gw])}; h2load failed {sum(r['failed'] for r in gw + direct)}; "
+          f"failed calls in the gRPC server's log {refused})")
+
+
+# GetBookRequest(name="books/bench") on the wire: field 1, length-delimited.
+GET_BOOK = b"\x0a\x0bbooks/bench"
+GET_BOOK_PATH = "/xmpl.br.resources.books.v1.BooksService/GetBook"
+
+
+def first_get(cmd, cwd: Path, env: dict) -> float:
+    """ms from process start to the first GetBook answered OK (raw bytes: no stubs imported)."""
+    import grpc
+
+    server = Server(cmd, cwd, env, "0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            book = ch.unary_unary(GET_BOOK_PATH)(GET_BOOK, timeout=30, wait_for_ready=True)
+        elapsed = (time.perf_counter() - server.t0) * 1000
+        if b"Bench" not in book:
+            raise RuntimeError(f"unexpected book {book!r}")
+        return elapsed
+    finally:
+        server.stop()
+
+
+def compare_cold(books: Path, env: dict, args) -> None:
     res: dict[str, list[float]] = {"generated": [], "hand-written": []}
-    for _ in range(runs):
-        for name, cmd in (("hand-written", [PY, "hand.py"]), ("generated", [PY, "server.py"])):
-            proc, _port, ready, _rss = start(cmd, root, env, "0")
-            stop(proc)
-            res[name].append(ready)
+    sides = {"hand-written": [PY, "hand.py"], "generated": [PY, "server.py"]}
+    for i in range(args.cold_runs):
+        for name in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+            res[name].append(first_get(sides[name], books, env))
     g, h = statistics.median(res["generated"]), statistics.median(res["hand-written"])
-    print(f"Start to SERVING, 1 core, median of {runs}: generated {g:.0f} ms vs hand-written {h:.0f} ms ({g / h:.2f}x)")
+    print(f"Start to first Books GetBook OK (emulator), server on CPU 0, median [min-max] of {args.cold_runs}: "
+          f"generated {spread(res['generated'])} ms vs hand-written {spread(res['hand-written'])} ms ({g / h:.2f}x)")
 
 
 def main() -> None:
+    global H2LOAD
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--skip-books", action="store_true")
+    parser.add_argument("--calls", type=int, default=20000, help="calls per load run")
+    parser.add_argument("--runs", type=int, default=5, help="load runs per side and configuration")
+    parser.add_argument("--cold-runs", type=int, default=15)
+    parser.add_argument("--only", default="echo,gateway,cold,books")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    H2LOAD = ensure_h2load()
     tmp = Path(tempfile.mkdtemp(prefix="scaffold-bench-"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
@@ -215,7 +331,6 @@ def main() -> None:
         for name in ("xmpl.br.services-translator-v1", "xmpl.br.resources-books-v1"):
             subprocess.run([SCAFFOLD, "proto", "create", name], cwd=ws, check=True, capture_output=True)
             subprocess.run([SCAFFOLD, "neuron", "create", name], cwd=ws, check=True, capture_output=True)
-        # -- Echo: no database work ---------------------------------------------------------
         echo = ws / "neurons/services-translator-v1"
         methods = echo / "methods.py"
         methods.write_text(methods.read_text().replace(
@@ -230,47 +345,25 @@ def main() -> None:
             '''),
             register="translator_pb2_grpc.add_TranslatorServiceServicer_to_server(Echo(), server)",
         ))
-        client = tmp / "client_echo.py"
-        client.write_text(CLIENT.format(
-            imports="from xmpl.br.services.translator.v1 import translator_pb2, translator_pb2_grpc",
-            call="lambda: translator_pb2_grpc.TranslatorServiceStub(ch).Echo(translator_pb2.EchoRequest(text='hi'))",
-        ))
-        measure("Echo (no database)", [PY, "server.py"], [PY, "hand.py"], echo, echo, env, client, echo / "protobuf", args)
-        startup(echo, env)
-        (echo / "hand_aio.py").write_text(HAND_WRITTEN_AIO)
-        measure("Echo, sync vs asyncio hand-written", [PY, "hand.py"], [PY, "hand_aio.py"], echo, echo, env, client,
-                echo / "protobuf", args, names=("sync", "aio"))
-        if args.skip_books:
+        echo_body = grpc_body(b"\x0a\x02hi")  # EchoRequest(text="hi") on the wire
+        echo_path = "/xmpl.br.services.translator.v1.TranslatorService/Echo"
+        if "echo" in only:
+            compare_load("Echo (no database)", {"generated": ([PY, "server.py"], echo, None),
+                                                "hand-written": ([PY, "hand.py"], echo, None)}, echo_path, echo_body, env, args)
+        if "gateway" in only:
+            compare_gateway(echo, echo_body, env, args)
+        if not only & {"cold", "books"}:
             return
-        # -- Books Get on the emulator ------------------------------------------------------
-        sys.path.insert(0, str(REPO / "templates/neuron"))
-        from runtime.testing import firestore_emulator  # the helper every neuron ships
-
         books = ws / "neurons/resources-books-v1"
         (books / "hand.py").write_text(HAND_WRITTEN.format(
             imports="from google.cloud import firestore\nfrom xmpl.br.resources.books.v1 import books_pb2, books_pb2_grpc",
-            servicer=textwrap.dedent('''
-                DB = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
-                class Books(books_pb2_grpc.BooksServiceServicer):
-                    def GetBook(self, request, context):
-                        snap = DB.document(request.name).get()
-                        if not snap.exists:
-                            context.abort(grpc.StatusCode.NOT_FOUND, "not found")
-                        d = snap.to_dict()
-                        book = books_pb2.Book(name=d["name"], display_name=d["display_name"])
-                        book.create_time.FromDatetime(d["create_time"])
-                        book.update_time.FromDatetime(d["update_time"])
-                        return book
-            '''),
-            register="books_pb2_grpc.add_BooksServiceServicer_to_server(Books(), server)",
-        ))
-        bclient = tmp / "client_books.py"
-        bclient.write_text(CLIENT.format(
-            imports="from xmpl.br.resources.books.v1 import books_pb2, books_pb2_grpc",
-            call="lambda: books_pb2_grpc.BooksServiceStub(ch).GetBook(books_pb2.GetBookRequest(name='books/bench'))",
-        ))
+            servicer=BOOKS_SERVICER, register="books_pb2_grpc.add_BooksServiceServicer_to_server(Books(), server)"))
+        sys.path.insert(0, str(REPO / "runtime/src"))
+        from scaffold_runtime.testing import firestore_emulator
+
         with firestore_emulator() as emu:
-            benv = {**env, "FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": "demo-local"}
+            benv = {**env, "FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
+                    "FIRESTORE_DATABASE": "bench"}
             seed = subprocess.run([PY, "-c", (
                 "import grpc,sys; sys.path.insert(0,'protobuf');"
                 "from xmpl.br.resources.books.v1 import books_pb2 as b, books_pb2_grpc as g\n"
@@ -280,8 +373,12 @@ def main() -> None:
                 cwd=books, env=benv, capture_output=True, text=True)
             if seed.returncode:
                 raise RuntimeError(seed.stderr)
-            measure("Books Get (emulator)", [PY, "server.py"], [PY, "hand.py"], books, books, benv, bclient,
-                    books / "protobuf", args)
+            if "cold" in only:
+                compare_cold(books, benv, args)
+            if "books" in only:
+                compare_load("Books GetBook (emulator)", {"generated": ([PY, "server.py"], books, None),
+                                                          "hand-written": ([PY, "hand.py"], books, None)},
+                             GET_BOOK_PATH, grpc_body(GET_BOOK), benv, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -6,6 +6,7 @@ runtime that grpcio-tools generates for, so generated code and runtime always ma
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -19,19 +20,24 @@ FALLBACK = {
 
 def _installed(dist: str) -> str | None:
     """The installed version, from the ``NAME-VERSION.dist-info`` folder on sys.path.
-
     (``importlib.metadata`` would cost ~20 ms of imports on every ``neuron create``.)
     """
-    wanted = re.sub(r"[-_.]+", "_", dist).lower()
+    return _dist_versions().get(re.sub(r"[-_.]+", "_", dist).lower())
+
+
+@functools.cache
+def _dist_versions() -> dict[str, str]:
+    """Normalised name -> version of every dist-info folder on sys.path, the first one found
+    winning; scanned once per process instead of once per package."""
+    found: dict[str, str] = {}
     for entry in sys.path:
         folder = Path(entry or ".")
         if not folder.is_dir():
             continue
         for info in folder.glob("*.dist-info"):
             name, _, version = info.name[: -len(".dist-info")].partition("-")
-            if re.sub(r"[-_.]+", "_", name).lower() == wanted:
-                return version
-    return None
+            found.setdefault(re.sub(r"[-_.]+", "_", name).lower(), version)
+    return found
 
 
 FALLBACK.update({"starlette": "1.10.0", "uvicorn": "0.54.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0",

@@ -13,6 +13,7 @@ import base64
 import functools
 import hashlib
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def _metadata(ver: str, core: list[str], extras: dict[str, list[str]], summary: 
 
 @functools.cache
 def wheel() -> RuntimeWheel:
-    """Build (once per process) the runtime wheel from the shipped source."""
+    """Build (once per process) the runtime wheel from the shipped source; the zip itself is
+    reused from the user cache when the same content was built before."""
     import tomllib
 
     root = source_root()
@@ -92,14 +94,12 @@ def wheel() -> RuntimeWheel:
     files.append((f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: scaffold\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files) + f"{info}/RECORD,,\n"
     files.append((f"{info}/RECORD", record.encode()))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            entry = zipfile.ZipInfo(name, date_time=_EPOCH)
-            entry.external_attr = 0o644 << 16
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(entry, data)
-    data = buf.getvalue()
+    # RECORD hashes every file, so it names the wheel's content: reuse a wheel built before.
+    key = hashlib.sha256(record.encode()).hexdigest()
+    data = _cached(key)
+    if data is None:
+        data = _zip(files)
+        _store(key, data)
     return RuntimeWheel(
         version=ver,
         filename=f"{PACKAGE}-{ver}-py3-none-any.whl",
@@ -108,6 +108,48 @@ def wheel() -> RuntimeWheel:
         core=tuple(core),
         extras={k: tuple(v) for k, v in extras.items()},
     )
+
+
+def _zip(files: list[tuple[str, bytes]]) -> bytes:
+    """The wheel's bytes: entries in the given order, fixed timestamps and modes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            entry = zipfile.ZipInfo(name, date_time=_EPOCH)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(entry, data)
+    return buf.getvalue()
+
+
+def _cache_dir() -> Path:
+    """Built wheels, per user (as render.py caches compiled templates): ~/.cache/scaffold/runtime."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scaffold" / "runtime"
+
+
+def _cached(key: str) -> bytes | None:
+    """The wheel built before from the content ``key`` names, or None. Its file name carries
+    the wheel's own sha256, checked on reading, so a damaged file is never used."""
+    try:
+        for path in _cache_dir().glob(f"{key}-*.whl"):
+            data = path.read_bytes()
+            if path.stem == f"{key}-{hashlib.sha256(data).hexdigest()}":
+                return data
+    except OSError:
+        pass
+    return None
+
+
+def _store(key: str, data: bytes) -> None:
+    """Keep ``data`` for the next run (atomically); a cache that cannot be written is skipped."""
+    folder = _cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / f"{key}-{hashlib.sha256(data).hexdigest()}.whl")
+    except OSError:
+        pass
 
 
 def requirement_name(req: str) -> str:

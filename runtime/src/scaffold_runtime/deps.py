@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from scaffold_runtime.stats import RpcStats
 
 log = logging.getLogger("server")
+WARMUP_READ_SECONDS = 30.0
 
 
 class Deps:
@@ -55,3 +56,26 @@ class Deps:
             project = "demo-local"
         database = os.environ.get("FIRESTORE_DATABASE") or self.database
         return firestore.Client(project=project, database=database)
+
+    def warm_firestore(self) -> threading.Thread | None:
+        """When a servicer has created the Firestore client (base servicers do, at start-up),
+        open its channel with one cheap read (a document that need not exist) in a daemon
+        thread, so the first call does not pay for connecting and fetching credentials.
+        Returns the thread (the server waits for it up to FIRESTORE_WARMUP_SECONDS before
+        reporting SERVING; the read itself goes on for up to 30 s, so a slow first connection
+        still completes in the background), or None when there is nothing to warm. Failures
+        are logged only: a slow or unreachable database never stops the server from starting."""
+        bound = float(os.environ.get("FIRESTORE_WARMUP_SECONDS", "3") or 0)
+        if "firestore" not in self.__dict__ or bound <= 0:  # the cached_property is not created yet
+            return None
+        client = self.firestore
+
+        def warm() -> None:
+            try:
+                client.collection("_scaffold").document("warmup").get(timeout=WARMUP_READ_SECONDS, retry=None)
+            except Exception as exc:  # noqa: BLE001 - any failure only means the first call connects
+                log.warning("firestore warm-up failed: %s", type(exc).__name__, extra={"fields": {"error": str(exc)[:300]}})
+
+        thread = threading.Thread(target=warm, name="firestore-warmup", daemon=True)
+        thread.start()
+        return thread

@@ -120,30 +120,6 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_PREFIX = "/grpc.health."
 
 
-def around(handler: grpc.RpcMethodHandler, guard) -> grpc.RpcMethodHandler:
-    """``handler`` with each call run inside ``guard(context, streaming)``, a context manager
-    (entered when a worker starts the call, left when its last response is sent)."""
-    streaming = handler.response_streaming
-    is_stream = handler.request_streaming or handler.response_streaming
-    if not streaming:
-        inner = handler.unary_unary or handler.stream_unary
-
-        def unary(request, context):
-            with guard(context, is_stream):
-                return inner(request, context)
-
-        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(unary, handler.request_deserializer, handler.response_serializer)
-    inner_stream = handler.unary_stream or handler.stream_stream
-
-    def stream(request, context):
-        with guard(context, is_stream):
-            yield from inner_stream(request, context)
-
-    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(stream, handler.request_deserializer, handler.response_serializer)
-
-
 class Admission(grpc.ServerInterceptor):
     """Our own limit on calls in flight, instead of grpc's ``maximum_concurrent_rpcs``.
 
@@ -166,7 +142,8 @@ class Admission(grpc.ServerInterceptor):
         self._watches = 0
         self.draining = False
         self.last_arrival = 0.0  # monotonic time of the latest call to arrive
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # a plain lock: taken twice on every call
+        self._cond = threading.Condition(self._lock)  # drain() waits on it
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
 
     def intercept_service(self, continuation, handler_call_details):
@@ -179,28 +156,42 @@ class Admission(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; nothing cached
             return None
-        wrapped = handler if method == HEALTH_CHECK else around(handler, self._guard(method.startswith(HEALTH_PREFIX)))
+        wrapped = handler if method == HEALTH_CHECK else self._wrap(handler, method.startswith(HEALTH_PREFIX))
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _guard(self, health: bool):
-        admission = self
+    def _wrap(self, handler: grpc.RpcMethodHandler, health: bool) -> grpc.RpcMethodHandler:
+        """``handler`` with each call admitted when a worker starts it (or refused: admit
+        aborts) and released when its last response is sent. Plain functions and one lock,
+        not a context-manager object per call: this runs on every call (bench/server.py)."""
+        admit, release = self._admit, self._release
+        is_stream = handler.request_streaming or handler.response_streaming
+        if not handler.response_streaming:
+            inner = handler.unary_unary or handler.stream_unary
 
-        class Guard:
-            def __init__(self, context, streaming: bool) -> None:
-                self.context, self.streaming = context, streaming
+            def unary(request, context):
+                admit(context, is_stream, health)
+                try:
+                    return inner(request, context)
+                finally:
+                    release(is_stream, health)
 
-            def __enter__(self):
-                admission._admit(self.context, self.streaming, health)
+            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return factory(unary, handler.request_deserializer, handler.response_serializer)
+        inner_stream = handler.unary_stream or handler.stream_stream
 
-            def __exit__(self, *exc):
-                admission._release(self.streaming, health)
-                return False
+        def stream(request, context):
+            admit(context, is_stream, health)
+            try:
+                yield from inner_stream(request, context)
+            finally:
+                release(is_stream, health)
 
-        return Guard
+        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(stream, handler.request_deserializer, handler.response_serializer)
 
     def _admit(self, context, streaming: bool, health: bool) -> None:
-        with self._cond:
+        with self._lock:
             if self.draining and not health:
                 refusal = (grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
             elif self.calls >= self.max_calls or (streaming and self.streams >= self.max_streams):
@@ -214,11 +205,12 @@ class Admission(grpc.ServerInterceptor):
             context.abort(*refusal)
 
     def _release(self, streaming: bool, health: bool) -> None:
-        with self._cond:
+        with self._lock:
             self.calls -= 1
             self.streams -= streaming
             self._watches -= health
-            self._cond.notify_all()
+            if self.draining:  # only drain() waits on the condition; draining is set under the lock
+                self._cond.notify_all()
 
     def drain(self, timeout: float, quiet: float = 0.3, quiet_wait: float = 1.0) -> bool:
         """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` s for the admitted ones

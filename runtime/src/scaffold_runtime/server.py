@@ -11,6 +11,8 @@ What a neuron's server does:
   Cloud Run's 10 s), then exit 0
 - traces with TRACING=console|cloud-trace (TRACE_SAMPLE_RATIO): a span per call, parent
   from traceparent / x-cloud-trace-context (see scaffold_runtime.tracing)
+- Firestore: when a servicer uses it, one cheap read at start-up opens the connection before
+  health turns SERVING (waiting at most FIRESTORE_WARMUP_SECONDS, 3; 0 turns it off)
 - RPC statistics per method and status code (deps.stats); logged every STATS_LOG_SECONDS
   when set
 - TLS when TLS_CERT_FILE and TLS_KEY_FILE are set, mutual TLS when TLS_CLIENT_CA_FILE is set
@@ -153,7 +155,10 @@ class Neuron:
 
     def start(self, grace: float | None = None) -> None:
         """Serve; a stop request (signal, Shutdown RPC, lifetime) later drains in the background."""
+        warming = self.deps.warm_firestore()  # connects while the server starts
         self.server.start()
+        if warming is not None:  # SERVING once Firestore answered, or after FIRESTORE_WARMUP_SECONDS anyway
+            warming.join(float(os.environ.get("FIRESTORE_WARMUP_SECONDS", "3") or 0))
         for name in ("", *self.service_names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening on port %d", self.port, extra={"fields": {"port": self.port, "tls": self.tls}})
