@@ -11,7 +11,6 @@ from concurrent import futures
 
 import grpc
 import pytest
-
 from scaffold_runtime.neuron_client import CALLER_ERRORS, abort_from, status_of
 
 SECRET = "stack trace at /srv/app/secret.py line 12"
