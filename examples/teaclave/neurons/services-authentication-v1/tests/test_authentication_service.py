@@ -135,14 +135,17 @@ def test_registering_a_taken_id_is_already_exists(stub):
     assert login(stub).token  # the first password still works
 
 
-@pytest.mark.parametrize("user, password, message", [
-    ("", PASSWORD, "id must be"),
-    ("a/b", PASSWORD, "id must be"),
-    ("__name__", PASSWORD, "id must be"),
-    ("x" * 65, PASSWORD, "id must be"),
-    ("alice", "short", "password must be 8-256 characters long"),
-    ("alice", "p" * 257, "password must be 8-256 characters long"),
-])
+@pytest.mark.parametrize(
+    "user, password, message",
+    [
+        ("", PASSWORD, "id must be"),
+        ("a/b", PASSWORD, "id must be"),
+        ("__name__", PASSWORD, "id must be"),
+        ("x" * 65, PASSWORD, "id must be"),
+        ("alice", "short", "password must be 8-256 characters long"),
+        ("alice", "p" * 257, "password must be 8-256 characters long"),
+    ],
+)
 def test_bad_registrations_say_what_is_wrong(stub, user, password, message):
     err = assert_code(lambda: register(stub, user, password), grpc.StatusCode.INVALID_ARGUMENT)
     assert message in err.details()
@@ -156,6 +159,8 @@ def test_authenticate_needs_both_id_and_token(stub):
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "inf"])
 def test_a_bad_token_ttl_stops_start_up_with_one_line(value):
     env = {**os.environ, "TOKEN_TTL_SECONDS": value, "PORT": "0", "HOST": "127.0.0.1"}
-    r = subprocess.run([sys.executable, "server.py"], cwd=NEURON, env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "server.py"], check=False, cwd=NEURON, env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2
     assert "TOKEN_TTL_SECONDS" in r.stderr + r.stdout and "Traceback" not in r.stderr + r.stdout
