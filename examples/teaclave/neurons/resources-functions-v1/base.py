@@ -25,7 +25,7 @@ class FunctionsServiceBase(functions_pb2_grpc.FunctionsServiceServicer):
     def __init__(self, deps) -> None:
         self.deps = deps
         self.functions = ResourceStore(
-            deps.firestore, functions_pb2.Function, "functions/{function}", id_field="function_id"
+            deps.firestore, functions_pb2.Function, "users/{user}/functions/{function}", id_field="function_id"
         )
 
     def GetFunction(
@@ -38,7 +38,9 @@ class FunctionsServiceBase(functions_pb2_grpc.FunctionsServiceServicer):
         self, request: functions_pb2.ListFunctionsRequest, context: grpc.ServicerContext
     ) -> functions_pb2.ListFunctionsResponse:
         """Lists functions, in a stable order, a page at a time."""
-        items, next_page_token = self.functions.list(context, request.page_size, request.page_token)
+        items, next_page_token = self.functions.list(
+            context, request.page_size, request.page_token, parent=request.parent
+        )
         return functions_pb2.ListFunctionsResponse(functions=items, next_page_token=next_page_token)
 
     def CreateFunction(
@@ -49,6 +51,7 @@ class FunctionsServiceBase(functions_pb2_grpc.FunctionsServiceServicer):
             context,
             request.function,
             request.function_id,
+            parent=request.parent,
         )
 
     def UpdateFunction(

@@ -21,7 +21,7 @@ from xmpl.tc.resources.functions.v1 import functions_pb2
 RULES = [
     Rule(
         "get",
-        "/v1/{name=functions/*}",
+        "/v1/{name=users/*/functions/*}",
         "",
         "",
         "/xmpl.tc.resources.functions.v1.FunctionsService/GetFunction",
@@ -30,7 +30,7 @@ RULES = [
     ),
     Rule(
         "get",
-        "/v1/functions",
+        "/v1/{parent=users/*}/functions",
         "",
         "",
         "/xmpl.tc.resources.functions.v1.FunctionsService/ListFunctions",
@@ -39,7 +39,7 @@ RULES = [
     ),
     Rule(
         "post",
-        "/v1/functions",
+        "/v1/{parent=users/*}/functions",
         "function",
         "",
         "/xmpl.tc.resources.functions.v1.FunctionsService/CreateFunction",
@@ -48,7 +48,7 @@ RULES = [
     ),
     Rule(
         "patch",
-        "/v1/{function.name=functions/*}",
+        "/v1/{function.name=users/*/functions/*}",
         "function",
         "",
         "/xmpl.tc.resources.functions.v1.FunctionsService/UpdateFunction",
@@ -57,7 +57,7 @@ RULES = [
     ),
     Rule(
         "delete",
-        "/v1/{name=functions/*}",
+        "/v1/{name=users/*/functions/*}",
         "",
         "",
         "/xmpl.tc.resources.functions.v1.FunctionsService/DeleteFunction",

@@ -47,7 +47,7 @@ class FrontendServiceBase(frontend_pb2_grpc.FrontendServiceServicer):
     def GetFunction(
         self, request: frontend_pb2.GetFunctionRequest, context: grpc.ServicerContext
     ) -> frontend_pb2.Function:
-        """Gets a function the calling user owns, or a public one. NOT_FOUND for any other. (A custom method forwarding to the management service's standard Get.)"""
+        """Gets a function the calling user owns, or another user's public one. NOT_FOUND for any other. (A custom method forwarding to the management service's standard Get.)"""
         # TODO: implement GetFunction.
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetFunction is not implemented yet")
 

@@ -47,7 +47,7 @@ RULES = [
     ),
     Rule(
         "get",
-        "/v1/functions/{function_id}",
+        "/v1/{name=users/*/functions/*}",
         "",
         "",
         "/xmpl.tc.services.frontend.v1.FrontendService/GetFunction",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from scaffold_runtime.testing import sample
+from scaffold_runtime.testing import sample, sample_parent
 from xmpl.tc.resources.functions.v1 import functions_pb2, functions_pb2_grpc
 
 
@@ -26,19 +26,22 @@ def assert_code(call, code: grpc.StatusCode) -> grpc.RpcError:
     return err.value
 
 
-# -- functions.tc.xmpl/Function (functions/{function}) ----------------------------------------
+# -- functions.tc.xmpl/Function (users/{user}/functions/{function}) ----------------------------------------
+FUNCTION_PARENT = sample_parent("users/{user}/functions/{function}")
 
 
 def create_function(stub, seed: int = 1, function_id: str = ""):
     """Create a function with its required fields set."""
     return stub.CreateFunction(
-        functions_pb2.CreateFunctionRequest(function=sample(functions_pb2.Function, seed), function_id=function_id)
+        functions_pb2.CreateFunctionRequest(
+            function=sample(functions_pb2.Function, seed), function_id=function_id, parent=FUNCTION_PARENT
+        )
     )
 
 
 def test_create_function_sets_name_and_output_only_fields(stub):
     created = create_function(stub, function_id="first-1")
-    assert created.name == "functions/first-1"
+    assert created.name == FUNCTION_PARENT + "/functions/first-1"
     assert created.HasField("create_time")
     assert created.HasField("update_time")
     assert created.display_name == sample(functions_pb2.Function).display_name
@@ -59,14 +62,23 @@ def test_create_function_names_a_missing_required_field(stub):
     resource = sample(functions_pb2.Function)
     resource.ClearField("display_name")
     err = assert_code(
-        lambda: stub.CreateFunction(functions_pb2.CreateFunctionRequest(function=resource)),
+        lambda: stub.CreateFunction(functions_pb2.CreateFunctionRequest(function=resource, parent=FUNCTION_PARENT)),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "display_name" in err.details()
 
 
+def test_create_function_rejects_a_bad_parent(stub):
+    assert_code(
+        lambda: stub.CreateFunction(
+            functions_pb2.CreateFunctionRequest(function=sample(functions_pb2.Function), parent="nope")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
 def test_get_function_not_found(stub):
-    missing = "functions/missing"
+    missing = FUNCTION_PARENT + "/functions/missing"
     assert_code(lambda: stub.GetFunction(functions_pb2.GetFunctionRequest(name=missing)), grpc.StatusCode.NOT_FOUND)
 
 
@@ -78,7 +90,9 @@ def test_get_function_rejects_a_malformed_name(stub, bad):
 def list_all_function(stub, page_size: int):
     pages, token = [], ""
     while True:
-        page = stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_size=page_size, page_token=token))
+        page = stub.ListFunctions(
+            functions_pb2.ListFunctionsRequest(page_size=page_size, page_token=token, parent=FUNCTION_PARENT)
+        )
         pages.append(list(page.functions))
         token = page.next_page_token
         if not token:
@@ -98,32 +112,33 @@ def test_list_functions_walks_every_page_in_a_stable_order(stub):
 
 def test_list_functions_coerces_a_huge_page_size(stub):
     create_function(stub)
-    page = stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_size=5000))
+    page = stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_size=5000, parent=FUNCTION_PARENT))
     assert len(page.functions) == 1 and page.next_page_token == ""
 
 
 def test_list_functions_empty(stub):
-    page = stub.ListFunctions(functions_pb2.ListFunctionsRequest())
+    page = stub.ListFunctions(functions_pb2.ListFunctionsRequest(parent=FUNCTION_PARENT))
     assert list(page.functions) == [] and page.next_page_token == ""
 
 
 def test_list_functions_rejects_a_negative_page_size(stub):
     assert_code(
-        lambda: stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_size=-1)), grpc.StatusCode.INVALID_ARGUMENT
+        lambda: stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_size=-1, parent=FUNCTION_PARENT)),
+        grpc.StatusCode.INVALID_ARGUMENT,
     )
 
 
 @pytest.mark.parametrize("token", ["forged", "eyJhIjoiYm9va3MvMSJ9", "A" * 40])
 def test_list_functions_rejects_a_forged_page_token(stub, token):
     assert_code(
-        lambda: stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_token=token)),
+        lambda: stub.ListFunctions(functions_pb2.ListFunctionsRequest(page_token=token, parent=FUNCTION_PARENT)),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
 
 
 def test_update_function_not_found(stub):
     resource = sample(functions_pb2.Function)
-    resource.name = "functions/missing"
+    resource.name = FUNCTION_PARENT + "/functions/missing"
     assert_code(
         lambda: stub.UpdateFunction(functions_pb2.UpdateFunctionRequest(function=resource)), grpc.StatusCode.NOT_FOUND
     )
@@ -156,7 +171,7 @@ def test_update_function_with_a_mask_changes_only_the_masked_field(stub):
 
 
 def test_delete_function_not_found(stub):
-    missing = "functions/missing"
+    missing = FUNCTION_PARENT + "/functions/missing"
     assert_code(
         lambda: stub.DeleteFunction(functions_pb2.DeleteFunctionRequest(name=missing)), grpc.StatusCode.NOT_FOUND
     )

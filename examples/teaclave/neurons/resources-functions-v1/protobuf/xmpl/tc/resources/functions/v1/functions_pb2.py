@@ -31,7 +31,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.xmpl/tc/resources/functions/v1/functions.proto\x12\x1exmpl.tc.resources.functions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x03\n\x08\x46unction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rexecutor_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07payload\x18\x07 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\targuments\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06public\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05owner\x18\n \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:J\xea\x41G\n\x1a\x66unctions.tc.xmpl/Function\x12\x14\x66unctions/{function}*\tfunctions2\x08\x66unction\"G\n\x12GetFunctionRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x66unctions.tc.xmpl/Function\"_\n\x14ListFunctionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"m\n\x15ListFunctionsResponse\x12;\n\tfunctions\x18\x01 \x03(\x0b\x32(.xmpl.tc.resources.functions.v1.Function\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x15\x43reateFunctionRequest\x12@\n\x08\x66unction\x18\x01 \x01(\x0b\x32(.xmpl.tc.resources.functions.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66unction_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x90\x01\n\x15UpdateFunctionRequest\x12@\n\x08\x66unction\x18\x01 \x01(\x0b\x32(.xmpl.tc.resources.functions.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"J\n\x15\x44\x65leteFunctionRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x66unctions.tc.xmpl/Function2\xb3\x06\n\x10\x46unctionsService\x12\x92\x01\n\x0bGetFunction\x12\x32.xmpl.tc.resources.functions.v1.GetFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"%\xda\x41\x04name\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=functions/*}\x12\x96\x01\n\rListFunctions\x12\x34.xmpl.tc.resources.functions.v1.ListFunctionsRequest\x1a\x35.xmpl.tc.resources.functions.v1.ListFunctionsResponse\"\x18\xda\x41\x00\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/functions\x12\xa9\x01\n\x0e\x43reateFunction\x12\x35.xmpl.tc.resources.functions.v1.CreateFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"6\xda\x41\x14\x66unction,function_id\x82\xd3\xe4\x93\x02\x19\"\r/v1/functions:\x08\x66unction\x12\xbb\x01\n\x0eUpdateFunction\x12\x35.xmpl.tc.resources.functions.v1.UpdateFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"H\xda\x41\x14\x66unction,update_mask\x82\xd3\xe4\x93\x02+2\x1f/v1/{function.name=functions/*}:\x08\x66unction\x12\x86\x01\n\x0e\x44\x65leteFunction\x12\x35.xmpl.tc.resources.functions.v1.DeleteFunctionRequest\x1a\x16.google.protobuf.Empty\"%\xda\x41\x04name\x82\xd3\xe4\x93\x02\x18*\x16/v1/{name=functions/*}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.xmpl/tc/resources/functions/v1/functions.proto\x12\x1exmpl.tc.resources.functions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x02\n\x08\x46unction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rexecutor_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07payload\x18\x07 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\targuments\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06public\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:W\xea\x41T\n\x1a\x66unctions.tc.xmpl/Function\x12!users/{user}/functions/{function}*\tfunctions2\x08\x66unction\"G\n\x12GetFunctionRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x66unctions.tc.xmpl/Function\"~\n\x14ListFunctionsRequest\x12\x33\n\x06parent\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\x12\x1a\x66unctions.tc.xmpl/Function\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"m\n\x15ListFunctionsResponse\x12;\n\tfunctions\x18\x01 \x03(\x0b\x32(.xmpl.tc.resources.functions.v1.Function\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x01\n\x15\x43reateFunctionRequest\x12\x33\n\x06parent\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\x12\x1a\x66unctions.tc.xmpl/Function\x12@\n\x08\x66unction\x18\x02 \x01(\x0b\x32(.xmpl.tc.resources.functions.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66unction_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x90\x01\n\x15UpdateFunctionRequest\x12@\n\x08\x66unction\x18\x01 \x01(\x0b\x32(.xmpl.tc.resources.functions.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"J\n\x15\x44\x65leteFunctionRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x66unctions.tc.xmpl/Function2\xfa\x06\n\x10\x46unctionsService\x12\x9a\x01\n\x0bGetFunction\x12\x32.xmpl.tc.resources.functions.v1.GetFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"-\xda\x41\x04name\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=users/*/functions/*}\x12\xad\x01\n\rListFunctions\x12\x34.xmpl.tc.resources.functions.v1.ListFunctionsRequest\x1a\x35.xmpl.tc.resources.functions.v1.ListFunctionsResponse\"/\xda\x41\x06parent\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=users/*}/functions\x12\xc1\x01\n\x0e\x43reateFunction\x12\x35.xmpl.tc.resources.functions.v1.CreateFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"N\xda\x41\x1bparent,function,function_id\x82\xd3\xe4\x93\x02*\"\x1e/v1/{parent=users/*}/functions:\x08\x66unction\x12\xc3\x01\n\x0eUpdateFunction\x12\x35.xmpl.tc.resources.functions.v1.UpdateFunctionRequest\x1a(.xmpl.tc.resources.functions.v1.Function\"P\xda\x41\x14\x66unction,update_mask\x82\xd3\xe4\x93\x02\x33\x32\'/v1/{function.name=users/*/functions/*}:\x08\x66unction\x12\x8e\x01\n\x0e\x44\x65leteFunction\x12\x35.xmpl.tc.resources.functions.v1.DeleteFunctionRequest\x1a\x16.google.protobuf.Empty\"-\xda\x41\x04name\x82\xd3\xe4\x93\x02 *\x1e/v1/{name=users/*/functions/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,22 +52,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUNCTION'].fields_by_name['arguments']._serialized_options = b'\342A\001\001'
   _globals['_FUNCTION'].fields_by_name['public']._loaded_options = None
   _globals['_FUNCTION'].fields_by_name['public']._serialized_options = b'\342A\001\001'
-  _globals['_FUNCTION'].fields_by_name['owner']._loaded_options = None
-  _globals['_FUNCTION'].fields_by_name['owner']._serialized_options = b'\342A\001\002'
   _globals['_FUNCTION'].fields_by_name['create_time']._loaded_options = None
   _globals['_FUNCTION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_FUNCTION'].fields_by_name['update_time']._loaded_options = None
   _globals['_FUNCTION'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_FUNCTION']._loaded_options = None
-  _globals['_FUNCTION']._serialized_options = b'\352AG\n\032functions.tc.xmpl/Function\022\024functions/{function}*\tfunctions2\010function'
+  _globals['_FUNCTION']._serialized_options = b'\352AT\n\032functions.tc.xmpl/Function\022!users/{user}/functions/{function}*\tfunctions2\010function'
   _globals['_GETFUNCTIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETFUNCTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\034\n\032functions.tc.xmpl/Function'
+  _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\034\022\032functions.tc.xmpl/Function'
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
-  _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['filter']._loaded_options = None
-  _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEFUNCTIONREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_CREATEFUNCTIONREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\034\022\032functions.tc.xmpl/Function'
   _globals['_CREATEFUNCTIONREQUEST'].fields_by_name['function']._loaded_options = None
   _globals['_CREATEFUNCTIONREQUEST'].fields_by_name['function']._serialized_options = b'\342A\001\002'
   _globals['_CREATEFUNCTIONREQUEST'].fields_by_name['function_id']._loaded_options = None
@@ -79,29 +79,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEFUNCTIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_DELETEFUNCTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\034\n\032functions.tc.xmpl/Function'
   _globals['_FUNCTIONSSERVICE'].methods_by_name['GetFunction']._loaded_options = None
-  _globals['_FUNCTIONSSERVICE'].methods_by_name['GetFunction']._serialized_options = b'\332A\004name\202\323\344\223\002\030\022\026/v1/{name=functions/*}'
+  _globals['_FUNCTIONSSERVICE'].methods_by_name['GetFunction']._serialized_options = b'\332A\004name\202\323\344\223\002 \022\036/v1/{name=users/*/functions/*}'
   _globals['_FUNCTIONSSERVICE'].methods_by_name['ListFunctions']._loaded_options = None
-  _globals['_FUNCTIONSSERVICE'].methods_by_name['ListFunctions']._serialized_options = b'\332A\000\202\323\344\223\002\017\022\r/v1/functions'
+  _globals['_FUNCTIONSSERVICE'].methods_by_name['ListFunctions']._serialized_options = b'\332A\006parent\202\323\344\223\002 \022\036/v1/{parent=users/*}/functions'
   _globals['_FUNCTIONSSERVICE'].methods_by_name['CreateFunction']._loaded_options = None
-  _globals['_FUNCTIONSSERVICE'].methods_by_name['CreateFunction']._serialized_options = b'\332A\024function,function_id\202\323\344\223\002\031\"\r/v1/functions:\010function'
+  _globals['_FUNCTIONSSERVICE'].methods_by_name['CreateFunction']._serialized_options = b'\332A\033parent,function,function_id\202\323\344\223\002*\"\036/v1/{parent=users/*}/functions:\010function'
   _globals['_FUNCTIONSSERVICE'].methods_by_name['UpdateFunction']._loaded_options = None
-  _globals['_FUNCTIONSSERVICE'].methods_by_name['UpdateFunction']._serialized_options = b'\332A\024function,update_mask\202\323\344\223\002+2\037/v1/{function.name=functions/*}:\010function'
+  _globals['_FUNCTIONSSERVICE'].methods_by_name['UpdateFunction']._serialized_options = b'\332A\024function,update_mask\202\323\344\223\00232\'/v1/{function.name=users/*/functions/*}:\010function'
   _globals['_FUNCTIONSSERVICE'].methods_by_name['DeleteFunction']._loaded_options = None
-  _globals['_FUNCTIONSSERVICE'].methods_by_name['DeleteFunction']._serialized_options = b'\332A\004name\202\323\344\223\002\030*\026/v1/{name=functions/*}'
+  _globals['_FUNCTIONSSERVICE'].methods_by_name['DeleteFunction']._serialized_options = b'\332A\004name\202\323\344\223\002 *\036/v1/{name=users/*/functions/*}'
   _globals['_FUNCTION']._serialized_start=294
-  _globals['_FUNCTION']._serialized_end=685
-  _globals['_GETFUNCTIONREQUEST']._serialized_start=687
-  _globals['_GETFUNCTIONREQUEST']._serialized_end=758
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=760
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=855
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=857
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=966
-  _globals['_CREATEFUNCTIONREQUEST']._serialized_start=968
-  _globals['_CREATEFUNCTIONREQUEST']._serialized_end=1084
-  _globals['_UPDATEFUNCTIONREQUEST']._serialized_start=1087
-  _globals['_UPDATEFUNCTIONREQUEST']._serialized_end=1231
-  _globals['_DELETEFUNCTIONREQUEST']._serialized_start=1233
-  _globals['_DELETEFUNCTIONREQUEST']._serialized_end=1307
-  _globals['_FUNCTIONSSERVICE']._serialized_start=1310
-  _globals['_FUNCTIONSSERVICE']._serialized_end=2129
+  _globals['_FUNCTION']._serialized_end=677
+  _globals['_GETFUNCTIONREQUEST']._serialized_start=679
+  _globals['_GETFUNCTIONREQUEST']._serialized_end=750
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=752
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=878
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=880
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=989
+  _globals['_CREATEFUNCTIONREQUEST']._serialized_start=992
+  _globals['_CREATEFUNCTIONREQUEST']._serialized_end=1161
+  _globals['_UPDATEFUNCTIONREQUEST']._serialized_start=1164
+  _globals['_UPDATEFUNCTIONREQUEST']._serialized_end=1308
+  _globals['_DELETEFUNCTIONREQUEST']._serialized_start=1310
+  _globals['_DELETEFUNCTIONREQUEST']._serialized_end=1384
+  _globals['_FUNCTIONSSERVICE']._serialized_start=1387
+  _globals['_FUNCTIONSSERVICE']._serialized_end=2277
 # @@protoc_insertion_point(module_scope)

@@ -16,7 +16,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Function(_message.Message):
-    __slots__ = ("name", "display_name", "description", "executor_type", "payload", "arguments", "public", "owner", "create_time", "update_time")
+    __slots__ = ("name", "display_name", "description", "executor_type", "payload", "arguments", "public", "create_time", "update_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -24,7 +24,6 @@ class Function(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -34,10 +33,9 @@ class Function(_message.Message):
     payload: bytes
     arguments: _containers.RepeatedScalarFieldContainer[str]
     public: bool
-    owner: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., executor_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., arguments: _Optional[_Iterable[str]] = ..., public: _Optional[bool] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., executor_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., arguments: _Optional[_Iterable[str]] = ..., public: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetFunctionRequest(_message.Message):
     __slots__ = ("name",)
@@ -46,14 +44,14 @@ class GetFunctionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListFunctionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter")
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    FILTER_FIELD_NUMBER: _ClassVar[int]
+    parent: str
     page_size: int
     page_token: str
-    filter: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListFunctionsResponse(_message.Message):
     __slots__ = ("functions", "next_page_token")
@@ -64,12 +62,14 @@ class ListFunctionsResponse(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateFunctionRequest(_message.Message):
-    __slots__ = ("function", "function_id")
+    __slots__ = ("parent", "function", "function_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
     function: Function
     function_id: str
-    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., function_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, parent: _Optional[str] = ..., function: _Optional[_Union[Function, _Mapping]] = ..., function_id: _Optional[str] = ...) -> None: ...
 
 class UpdateFunctionRequest(_message.Message):
     __slots__ = ("function", "update_mask")

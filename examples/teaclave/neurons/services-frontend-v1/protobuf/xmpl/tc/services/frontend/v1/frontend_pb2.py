@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+xmpl/tc/services/frontend/v1/frontend.proto\x12\x1cxmpl.tc.services.frontend.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x08\x46unction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rexecutor_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07payload\x18\x05 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\targuments\x18\x06 \x03(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06public\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05owner\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"?\n\x13UserRegisterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14UserRegisterResponse\"<\n\x10UserLoginRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"S\n\x11UserLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x17RegisterFunctionRequest\x12>\n\x08\x66unction\x18\x01 \x01(\x0b\x32&.xmpl.tc.services.frontend.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66unction_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"/\n\x12GetFunctionRequest\x12\x19\n\x0b\x66unction_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x14ListFunctionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"k\n\x15ListFunctionsResponse\x12\x39\n\tfunctions\x18\x01 \x03(\x0b\x32&.xmpl.tc.services.frontend.v1.Function\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe9\x05\n\x0f\x46rontendService\x12\x94\x01\n\x0cUserRegister\x12\x31.xmpl.tc.services.frontend.v1.UserRegisterRequest\x1a\x32.xmpl.tc.services.frontend.v1.UserRegisterResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/users:register:\x01*\x12\x88\x01\n\tUserLogin\x12..xmpl.tc.services.frontend.v1.UserLoginRequest\x1a/.xmpl.tc.services.frontend.v1.UserLoginResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/users:login:\x01*\x12\x92\x01\n\x10RegisterFunction\x12\x35.xmpl.tc.services.frontend.v1.RegisterFunctionRequest\x1a&.xmpl.tc.services.frontend.v1.Function\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/functions:\x08\x66unction\x12\x8c\x01\n\x0bGetFunction\x12\x30.xmpl.tc.services.frontend.v1.GetFunctionRequest\x1a&.xmpl.tc.services.frontend.v1.Function\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/functions/{function_id}\x12\x8f\x01\n\rListFunctions\x12\x32.xmpl.tc.services.frontend.v1.ListFunctionsRequest\x1a\x33.xmpl.tc.services.frontend.v1.ListFunctionsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/functionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+xmpl/tc/services/frontend/v1/frontend.proto\x12\x1cxmpl.tc.services.frontend.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x08\x46unction\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rexecutor_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07payload\x18\x05 \x01(\x0c\x42\x04\xe2\x41\x01\x01\x12\x17\n\targuments\x18\x06 \x03(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06public\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05owner\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"?\n\x13UserRegisterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14UserRegisterResponse\"<\n\x10UserLoginRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"S\n\x11UserLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x17RegisterFunctionRequest\x12>\n\x08\x66unction\x18\x01 \x01(\x0b\x32&.xmpl.tc.services.frontend.v1.FunctionB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66unction_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"(\n\x12GetFunctionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x14ListFunctionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"k\n\x15ListFunctionsResponse\x12\x39\n\tfunctions\x18\x01 \x03(\x0b\x32&.xmpl.tc.services.frontend.v1.Function\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xec\x05\n\x0f\x46rontendService\x12\x94\x01\n\x0cUserRegister\x12\x31.xmpl.tc.services.frontend.v1.UserRegisterRequest\x1a\x32.xmpl.tc.services.frontend.v1.UserRegisterResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/users:register:\x01*\x12\x88\x01\n\tUserLogin\x12..xmpl.tc.services.frontend.v1.UserLoginRequest\x1a/.xmpl.tc.services.frontend.v1.UserLoginResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/users:login:\x01*\x12\x92\x01\n\x10RegisterFunction\x12\x35.xmpl.tc.services.frontend.v1.RegisterFunctionRequest\x1a&.xmpl.tc.services.frontend.v1.Function\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/functions:\x08\x66unction\x12\x8f\x01\n\x0bGetFunction\x12\x30.xmpl.tc.services.frontend.v1.GetFunctionRequest\x1a&.xmpl.tc.services.frontend.v1.Function\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=users/*/functions/*}\x12\x8f\x01\n\rListFunctions\x12\x32.xmpl.tc.services.frontend.v1.ListFunctionsRequest\x1a\x33.xmpl.tc.services.frontend.v1.ListFunctionsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/functionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -64,8 +64,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERFUNCTIONREQUEST'].fields_by_name['function']._serialized_options = b'\342A\001\002'
   _globals['_REGISTERFUNCTIONREQUEST'].fields_by_name['function_id']._loaded_options = None
   _globals['_REGISTERFUNCTIONREQUEST'].fields_by_name['function_id']._serialized_options = b'\342A\001\001'
-  _globals['_GETFUNCTIONREQUEST'].fields_by_name['function_id']._loaded_options = None
-  _globals['_GETFUNCTIONREQUEST'].fields_by_name['function_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETFUNCTIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETFUNCTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTFUNCTIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -77,7 +77,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRONTENDSERVICE'].methods_by_name['RegisterFunction']._loaded_options = None
   _globals['_FRONTENDSERVICE'].methods_by_name['RegisterFunction']._serialized_options = b'\202\323\344\223\002\031\"\r/v1/functions:\010function'
   _globals['_FRONTENDSERVICE'].methods_by_name['GetFunction']._loaded_options = None
-  _globals['_FRONTENDSERVICE'].methods_by_name['GetFunction']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/functions/{function_id}'
+  _globals['_FRONTENDSERVICE'].methods_by_name['GetFunction']._serialized_options = b'\202\323\344\223\002 \022\036/v1/{name=users/*/functions/*}'
   _globals['_FRONTENDSERVICE'].methods_by_name['ListFunctions']._loaded_options = None
   _globals['_FRONTENDSERVICE'].methods_by_name['ListFunctions']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/functions'
   _globals['_FUNCTION']._serialized_start=174
@@ -93,11 +93,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERFUNCTIONREQUEST']._serialized_start=672
   _globals['_REGISTERFUNCTIONREQUEST']._serialized_end=788
   _globals['_GETFUNCTIONREQUEST']._serialized_start=790
-  _globals['_GETFUNCTIONREQUEST']._serialized_end=837
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=839
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=912
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=914
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=1021
-  _globals['_FRONTENDSERVICE']._serialized_start=1024
-  _globals['_FRONTENDSERVICE']._serialized_end=1769
+  _globals['_GETFUNCTIONREQUEST']._serialized_end=830
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=832
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=905
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=907
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=1014
+  _globals['_FRONTENDSERVICE']._serialized_start=1017
+  _globals['_FRONTENDSERVICE']._serialized_end=1765
 # @@protoc_insertion_point(module_scope)

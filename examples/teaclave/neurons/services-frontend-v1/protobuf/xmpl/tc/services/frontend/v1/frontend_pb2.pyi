@@ -70,10 +70,10 @@ class RegisterFunctionRequest(_message.Message):
     def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., function_id: _Optional[str] = ...) -> None: ...
 
 class GetFunctionRequest(_message.Message):
-    __slots__ = ("function_id",)
-    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
-    function_id: str
-    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListFunctionsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

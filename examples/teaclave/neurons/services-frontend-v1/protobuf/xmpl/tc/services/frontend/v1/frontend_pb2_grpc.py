@@ -88,7 +88,7 @@ class FrontendServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFunction(self, request, context):
-        """Gets a function the calling user owns, or a public one. NOT_FOUND for any other.
+        """Gets a function the calling user owns, or another user's public one. NOT_FOUND for any other.
         (A custom method forwarding to the management service's standard Get.)
         scaffold-lint: disable=aip-13x-standard-get
         """
