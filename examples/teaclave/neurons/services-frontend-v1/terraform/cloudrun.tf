@@ -87,9 +87,9 @@ data "google_project" "this" {
 # fail until they exist.
 locals {
   dependency_env = {
-    DEP_AUTH_TARGET   = "${var.dep_auth_service}-${data.google_project.this.number}.${var.region}.run.app:443"
-    DEP_AUTH_AUDIENCE = "https://${var.dep_auth_service}-${data.google_project.this.number}.${var.region}.run.app"
-    DEP_AUTH_TLS      = "true"
+    DEP_AUTH_TARGET         = "${var.dep_auth_service}-${data.google_project.this.number}.${var.region}.run.app:443"
+    DEP_AUTH_AUDIENCE       = "https://${var.dep_auth_service}-${data.google_project.this.number}.${var.region}.run.app"
+    DEP_AUTH_TLS            = "true"
     DEP_MANAGEMENT_TARGET   = "${var.dep_management_service}-${data.google_project.this.number}.${var.region}.run.app:443"
     DEP_MANAGEMENT_AUDIENCE = "https://${var.dep_management_service}-${data.google_project.this.number}.${var.region}.run.app"
     DEP_MANAGEMENT_TLS      = "true"
