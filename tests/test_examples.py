@@ -19,12 +19,47 @@ EXAMPLES = {
     "books": ("xmpl.br.resources-books-v1", "resources-books-v1"),
     "translator": ("xmpl.br.services-translator-v1", "services-translator-v1"),
 }
+# Workspaces of several neurons: regenerated with `neuron update --all`; every neuron checked.
+WORKSPACES = {
+    "teaclave": ("services-authentication-v1", "resources-functions-v1", "services-frontend-v1"),
+}
+# The user-owned files of each neuron that update skips (left as written by hand).
+USER_FILES = ("methods.py", "tests/conftest.py", "tests/test_{stem}_service.py")
+
+
+def neurons(example: str) -> list[tuple[str, str]]:
+    """(example, neuron folder) for every neuron of ``example``."""
+    return [(example, folder) for folder in WORKSPACES.get(example) or (EXAMPLES[example][1],)]
+
+
+ALL = sorted({**EXAMPLES, **WORKSPACES})
+NEURONS = [n for example in ALL for n in neurons(example)]
 
 
 def copy_example(name: str, tmp_path: Path) -> Path:
     dest = tmp_path / name
     shutil.copytree(REPO / "examples" / name, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache"))
     return dest
+
+
+@pytest.mark.parametrize("example", sorted(WORKSPACES))
+def test_regenerating_a_workspace_changes_nothing(example, tmp_path, scaffold):
+    ws = copy_example(example, tmp_path)
+    before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
+    r = scaffold("neuron", "update", "--all", cwd=ws)
+    assert r.code == 0, r.output
+    lines = [line.split() for line in r.out.splitlines() if line.strip() and not line.startswith("==")]
+    assert lines and all(parts[0] in ("identical", "skip") for parts in lines), r.out
+    skipped = {parts[1] for parts in lines if parts[0] == "skip"}
+    user_files = {f"neurons/{folder}/{f.format(stem=folder.split('-')[1])}"
+                  for folder in WORKSPACES[example] for f in USER_FILES}
+    assert skipped <= user_files
+    for folder in WORKSPACES[example]:
+        assert [f"neurons/{folder}/server.py"] == [p[1] for p in lines if p[1] == f"neurons/{folder}/server.py"
+                                                   and p[0] == "identical"]
+    assert scaffold("neuron", "check", "--all", cwd=ws).code == 0
+    after = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
+    assert after == before
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
@@ -44,9 +79,8 @@ def test_regenerating_the_example_changes_nothing(example, tmp_path, scaffold):
     assert after == before
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES))
-def test_example_passes_its_own_tests(example, emulator):
-    _name, folder = EXAMPLES[example]
+@pytest.mark.parametrize("example, folder", NEURONS)
+def test_example_passes_its_own_tests(example, folder, emulator):
     root = REPO / "examples" / example / "neurons" / folder
     result = run_neuron_tests(root, "-p", "no:cacheprovider", "-rs", emulator=emulator)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -56,24 +90,57 @@ def test_example_passes_its_own_tests(example, emulator):
     assert all("implemented in methods.py" in line for line in skips), skips
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES))
+@pytest.mark.parametrize("example", ALL)
 def test_example_passes_the_offline_deploy_checks(example):
-    _name, folder = EXAMPLES[example]
     ws = REPO / "examples" / example
+    import hcl2
+
+    for tf in ws.rglob("*.tf"):
+        with tf.open() as fh:
+            assert hcl2.load(fh), tf  # parses
     terraform = shutil.which("terraform")
     need(terraform is not None, "terraform")
     r = subprocess.run([terraform, "fmt", "-check", "-recursive", str(ws)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     hadolint = Path(sys.executable).parent / "hadolint"
     need(hadolint.exists(), "hadolint")
-    r = subprocess.run([str(hadolint), "--failure-threshold", "warning", str(ws / "neurons" / folder / "Dockerfile")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    for _example, folder in neurons(example):
+        r = subprocess.run([str(hadolint), "--failure-threshold", "warning", str(ws / "neurons" / folder / "Dockerfile")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
     checkov = REPO / ".cache/checkov-venv/bin/checkov"
     need(checkov.exists(), "checkov")
     r = subprocess.run([str(checkov), "-d", str(ws), "--framework", "terraform", "dockerfile", "--compact", "--quiet",
                         "--skip-download"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     ruff = Path(sys.executable).parent / "ruff"
-    r = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=ws / "neurons" / folder, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout
+    for _example, folder in neurons(example):
+        r = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=ws / "neurons" / folder, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stdout
+
+
+def test_teaclave_terraform_lets_only_the_frontend_call_auth_and_management():
+    """`neuron depend` wiring: the frontend may invoke exactly its two dependencies, and they
+    run AUTH_MODE=id-token admitting only the frontend's service account."""
+    import hcl2
+
+    from tests.test_terraform import blocks, unq
+
+    neurons = REPO / "examples/teaclave/neurons"
+
+    def parse(path: Path) -> dict:
+        with path.open() as fh:
+            return hcl2.load(fh)
+
+    front = blocks(parse(neurons / "services-frontend-v1/terraform/cloudrun.tf"), "resource")
+    calls = {k for k in front if k.startswith("google_cloud_run_v2_service_iam_member.calls_")}
+    assert calls == {"google_cloud_run_v2_service_iam_member.calls_auth",
+                     "google_cloud_run_v2_service_iam_member.calls_management"}
+    assert all(unq(front[k]["role"]) == "roles/run.invoker" for k in calls)
+    for folder in ("services-authentication-v1", "resources-functions-v1"):
+        variables = blocks(parse(neurons / folder / "terraform/variables.tf"), "variable")
+        assert [unq(c) for c in variables["callers"]["default"]] == ["services-frontend-v1"]
+        callee = parse(neurons / folder / "terraform/cloudrun.tf")
+        env = {k: unq(v) for entry in callee["locals"] for k, v in entry.get("caller_env", {}).items()}
+        assert env["AUTH_MODE"] == "id-token" and "var.callers" in env["AUTH_ALLOWED_CALLERS"]

@@ -19,20 +19,29 @@ Methods that are safe to repeat (Get and List, and any whose request carries a
 ``request_id``) are retried on UNAVAILABLE by gRPC itself through a service config; others
 never are, so a Create cannot happen twice. Extra client interceptors (e.g. tracing) go in
 ``interceptors=``; they see every call with its deadline and credentials already set.
+
+A method that calls another neuron ends its own call with ``abort_from(context, error,
+"books")`` when that call fails: the caller's mistakes (NOT_FOUND, INVALID_ARGUMENT, ...) keep
+their code and message, an unreachable dependency becomes UNAVAILABLE, anything else INTERNAL,
+never UNKNOWN and never the dependency's internals.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import NoReturn
 
 import grpc
+
+log = logging.getLogger("scaffold_runtime.neuron_client")
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_METADATA_HOST = "metadata.google.internal"
@@ -44,6 +53,16 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+
+
+# Codes a dependency answers about the request itself: the caller can act on them, so
+# abort_from passes them on with their message.
+CALLER_ERRORS = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+})
+MAX_DETAILS = 500
 
 
 class ConfigError(RuntimeError):
@@ -169,6 +188,37 @@ class _Unavailable(grpc.RpcError):
 
 def _unavailable(details: str) -> _Unavailable:
     return _Unavailable(f"no ID token for the call: {details}")
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(code, details) of a failed call; UNKNOWN and "" for an error that carries no status."""
+    code = error.code() if callable(getattr(error, "code", None)) else None
+    details = error.details() if callable(getattr(error, "details", None)) else ""
+    if not isinstance(code, grpc.StatusCode):
+        return grpc.StatusCode.UNKNOWN, ""
+    return code, details if isinstance(details, str) else ""
+
+
+def abort_from(context: grpc.ServicerContext, error: BaseException, dependency: str,
+               passthrough: Collection[grpc.StatusCode] = CALLER_ERRORS) -> NoReturn:
+    """End the call being served because a call to the ``dependency`` neuron failed with ``error``.
+
+    A code in ``passthrough`` (default CALLER_ERRORS; add UNAUTHENTICATED where the dependency
+    judges the end user's credentials) is answered with the dependency's message, cut to
+    MAX_DETAILS characters. UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED become UNAVAILABLE
+    "the DEPENDENCY service is unavailable; retry later" (gRPC's own details name addresses).
+    Anything else (UNKNOWN, INTERNAL, UNIMPLEMENTED, and UNAUTHENTICATED or PERMISSION_DENIED,
+    which mean this neuron's own credentials were refused) becomes INTERNAL "the DEPENDENCY
+    service failed", logged with the dependency's code and message. Never returns: raises
+    what ``context.abort`` raises.
+    """
+    code, details = status_of(error)
+    if code in passthrough:
+        context.abort(code, details[:MAX_DETAILS] or f"the {dependency} service answered {code.name}")
+    log.warning("call to %s failed: %s %s", dependency, code.name, details[:MAX_DETAILS])
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"the {dependency} service is unavailable; retry later")
+    context.abort(grpc.StatusCode.INTERNAL, f"the {dependency} service failed")
 
 
 def service_config(retryable: Iterable[str]) -> str:
