@@ -242,13 +242,20 @@ def neuron_deploy(
 def neuron_run(
     name: NameArg = None,
     out: OutOpt = None,
-    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1).")] = 8080,
+    port: Annotated[int, typer.Option(help="Port the gRPC server listens on (127.0.0.1).", min=1, max=65535)] = 8080,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the HTTP/JSON gateway (default: --port + 1).", min=1, max=65535, show_default=False),
+    ] = None,
 ) -> None:
-    """Run a neuron locally; starts the Firestore emulator beside it when none is configured."""
+    """Run a neuron locally; starts the Firestore emulator beside it when none is configured.
+
+    Ports are checked first; when the emulator, the server or the gateway fails, the others
+    are stopped and the command exits 1 saying which failed and why."""
     from generator import neuron
 
     root = neuron.locate(_workspace(), name, out)
-    raise typer.Exit(neuron.run(root, port))
+    raise typer.Exit(neuron.run(root, port, gateway_port))
 
 
 @neuron_app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -468,14 +468,17 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(root: Path, port: int) -> int:
-    """Run the server (and the Firestore emulator when needed) in the foreground."""
+def run(root: Path, port: int, gateway_port: int | None = None) -> int:
+    """Run the neuron's ``runtime.dev`` (server, gateway on ``gateway_port`` or ``port + 1``,
+    the Firestore emulator when needed) in the foreground; return its exit status (0 after
+    Ctrl-C, 1 when a part failed: it says which). Raise ToolError when dependencies are missing."""
     import subprocess
     import sys
 
     check_runtime(sys.executable)
     env = _env(root)
     env["PORT"] = str(port)
+    env["GATEWAY_PORT"] = str(gateway_port or port + 1)
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "runtime.dev"], cwd=root, env=env)
