@@ -315,7 +315,7 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
             raise UsageError(f"invalid --out {out!r}: use lower-case letters, digits and hyphens")
         return out, out
     if name:
-        n = names.parse(name)
+        n = names.parse(name, ws.org, ws.product)
         return n.neuron_dir, n.full
     parts = [p for p in Path(source.files[0]).parent.as_posix().replace("_", "-").split("/") if p]
     dirname = "-".join(parts[-3:]).lower() or Path(source.files[0]).stem.replace("_", "-").lower()
@@ -433,8 +433,8 @@ def last_notes() -> list[str]:
 def locate(ws: Workspace, name: str | None, out: str | None) -> Path:
     """The folder of an existing neuron, from NAME or --out."""
     if not name and not out:
-        raise UsageError("say which neuron: a NAME (e.g. xmpl.br.resources-books-v1) or --out FOLDER")
-    dirname = out or names.parse(name).neuron_dir
+        raise UsageError(f"say which neuron: a NAME (e.g. {names.example(ws.org, ws.product)}) or --out FOLDER")
+    dirname = out or names.parse(name, ws.org, ws.product).neuron_dir
     root = ws.neurons_root / dirname
     if not (root / "server.py").is_file():
         raise UsageError(
