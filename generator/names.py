@@ -40,6 +40,26 @@ def example(org: str = EXAMPLE_ORG, product: str = EXAMPLE_PRODUCT) -> str:
 IDENT_RE = re.compile(rf"^{_SEGMENT}$")
 
 
+FOLDER_MAX = 49  # the Cloud Run service is named after the folder; "-http" etc. must still fit 63
+_FOLDER_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+FOLDER_RULE = (f"lower-case letters, digits and hyphens, starting with a letter, not ending with a hyphen, "
+               f"at most {FOLDER_MAX} characters (the Cloud Run service is named after it)")
+
+
+def folder_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a neuron folder (and its Cloud Run service); None if it can."""
+    if len(value) > FOLDER_MAX:
+        return f"it is {len(value)} characters long"
+    if not _FOLDER_RE.match(value) or "--" in value:
+        return "it has characters other than lower-case letters, digits and single hyphens, or does not start with a letter"
+    return None
+
+
+def folder_from(text: str) -> str:
+    """``text`` made into folder-name characters: ``Book_Shelves.v1`` -> ``book-shelves-v1``."""
+    return "-".join(p for p in re.split(r"[^a-z0-9]+", text.lower()) if p)
+
+
 @dataclass(frozen=True)
 class NeuronName:
     org: str
