@@ -40,6 +40,7 @@ IncludeOpt = Annotated[
     typer.Option("-I", "--include", help="A folder protoc searches for imports (repeatable).", show_default=False),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files that did not change.")]
 
 
 def echo(message: str = "") -> None:
@@ -56,6 +57,31 @@ def _report(outcomes, base: Path, show_diff: bool = False) -> None:
     from generator.writer import report
 
     report(outcomes, base, echo, show_diff=show_diff)
+
+
+_UNCHANGED = ("identical", "skip")  # listed only with --verbose
+_SUMMARY_WORDS = {"create": "created", "update": "updated", "skip": "kept (yours)", "identical": "identical"}
+
+
+def summary(actions: list[str], dry_run: bool = False) -> str:
+    """One line counting file outcomes: ``2 updated, 1 created, 27 identical, 1 conflict``
+    (changes first; an action this does not know, e.g. ``conflict``, is counted as itself)."""
+    from collections import Counter
+
+    counts = Counter(actions)
+    order = ["update", "create", *sorted(a for a in counts if a not in _SUMMARY_WORDS), "skip", "identical"]
+    text = ", ".join(f"{counts[a]} {_SUMMARY_WORDS.get(a, a)}" for a in order if counts[a]) or "no files"
+    return f"dry run, nothing written: {text}" if dry_run else text
+
+
+def _report_changes(groups, verbose: bool, dry_run: bool = False) -> None:
+    """Print what changed in ``[(outcomes, base), …]`` (unchanged files too with ``verbose``),
+    then the one-line :func:`summary`."""
+    actions = []
+    for outcomes, base in groups:
+        _report([o for o in outcomes if verbose or o.action.value not in _UNCHANGED], base, show_diff=dry_run)
+        actions += [o.action.value for o in outcomes]
+    echo(summary(actions, dry_run))
 
 
 def _print_version(value: bool) -> None:
@@ -116,13 +142,14 @@ def proto_gen(
     include: IncludeOpt = None,
     all_protos: Annotated[bool, typer.Option("--all", help="Every proto in the workspace.")] = False,
     dry_run: DryRunOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Generate Python stubs (_pb2, _pb2_grpc, .pyi) and a descriptor set."""
     from generator import proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include, all_protos)
-    _report(proto.gen(ws, source, dry_run=dry_run), ws.root)
+    _report_changes([(proto.gen(ws, source, dry_run=dry_run), ws.root)], verbose, dry_run)
 
 
 @proto_app.command("lint")
@@ -152,14 +179,13 @@ OutOpt = Annotated[
 ]
 
 
-def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool):
+def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, verbose: bool):
     from generator import neuron, proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update)
-    _report(neuron.shared_changes(), ws.root, show_diff=dry_run)
-    _report(outcomes, root, show_diff=dry_run)
+    _report_changes([(neuron.shared_changes(), ws.root), (outcomes, root)], verbose, dry_run)
     return root, neuron
 
 
@@ -170,9 +196,10 @@ def neuron_create(
     include: IncludeOpt = None,
     out: OutOpt = None,
     dry_run: DryRunOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Render neurons/KIND-NAME-VERSION/: server, methods, tests, Dockerfile, stubs."""
-    root, _ = _render_neuron(name, proto_file, include, out, dry_run, update=False)
+    root, _ = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
 
@@ -184,9 +211,11 @@ def neuron_update(
     include: IncludeOpt = None,
     out: OutOpt = None,
     dry_run: DryRunOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs."""
-    _root, neuron = _render_neuron(name, proto_file, include, out, dry_run, update=True)
+    """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs.
+    Prints the files that changed and a one-line summary (--verbose: every file)."""
+    _root, neuron = _render_neuron(name, proto_file, include, out, dry_run, update=True, verbose=verbose)
     for note in neuron.last_notes():
         echo(f"   note  {note}")
 
@@ -303,12 +332,14 @@ def call_cmd(
     tls: Annotated[bool, typer.Option("--tls", help="TLS with the system's roots (e.g. Cloud Run).")] = False,
     api_key: Annotated[str | None, typer.Option(help="Sent as x-api-key metadata.")] = None,
     header: Annotated[list[str] | None, typer.Option("-H", "--header", help="Metadata key:value (repeatable).")] = None,
-    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 30.0,
+    timeout: Annotated[float, typer.Option(help="Deadline of the call in seconds.", min=0.001)] = 30.0,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for a connection.", min=0.001)] = 3.0,
 ) -> None:
     """Call a method through server reflection; print the JSON response or the status."""
     from generator import call
 
-    opts = call.CallOptions(target, method, data, cacert, cert, key, tls, api_key, tuple(header or ()), timeout)
+    opts = call.CallOptions(target, method, data, cacert, cert, key, tls, api_key, tuple(header or ()), timeout,
+                            connect_timeout)
     call.call(opts, echo)
 
 

@@ -29,6 +29,7 @@ def test_multi_word_name_from_proto_create_to_passing_neuron_tests(workspace, sc
     need(_neuron_testing().emulator_problem() is None, "the Firestore emulator and Java")
     result = run_neuron_tests(root)
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "starting the Firestore emulator…" in result.stdout  # said before the wait, not after
 
 
 @pytest.mark.parametrize("name, message", [("people", "message Person {"), ("news", "message News {"),
