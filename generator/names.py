@@ -127,12 +127,31 @@ def parse(value: str, org: str = EXAMPLE_ORG, product: str = EXAMPLE_PRODUCT) ->
     return NeuronName(m["org"], m["product"], m["kind"], m["name"], m["version"])
 
 
-@functools.cache
-def _engine():
-    import inflect
+def _import_inflect():
+    """The ``inflect`` module, imported without typeguard's run-time checks on its methods:
+    typeguard re-compiles every decorated method at import, 3 s of a 3.2 s import here (0.2 s
+    without). We only pass it plain strings, so the checks would never fire."""
+    import sys
 
-    engine = inflect.engine()
-    engine.classical(all=True)  # indices -> index, media -> medium
+    if "inflect" in sys.modules:
+        return sys.modules["inflect"]
+    import typeguard
+
+    real = typeguard.typechecked
+    typeguard.typechecked = lambda target=None, **_options: target if target is not None else (lambda t: t)
+    try:
+        import inflect
+    finally:
+        typeguard.typechecked = real
+    return inflect
+
+
+@functools.cache
+def _engine(classical: bool = True):
+    """An inflect engine; ``classical`` singulars: indices -> index, media -> medium."""
+    engine = _import_inflect().engine()
+    if classical:
+        engine.classical(all=True)
     return engine
 
 
@@ -149,10 +168,8 @@ def singular(word: str) -> str:
 
 def plural(word: str) -> str:
     """The plural of a singular English noun (``person`` -> ``people``), last word inflected."""
-    import inflect
-
     head, tail = _split_last(word)
-    return head + _same_case(tail, inflect.engine().plural_noun(tail.lower()))
+    return head + _same_case(tail, _engine(classical=False).plural_noun(tail.lower()))
 
 
 def _split_last(word: str) -> tuple[str, str]:

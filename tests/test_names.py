@@ -93,3 +93,14 @@ def test_repository_passes_ruff():
     r = subprocess.run([str(ruff), "check", "--no-cache", "generator", "tests", "bench"], cwd=repo,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_inflect_is_imported_quickly_and_typeguard_is_left_as_it_was():
+    import subprocess
+    import sys
+
+    probe = ("from generator import names; assert names.singular('people') == 'person'; "
+             "import typeguard, typeguard._decorators; assert typeguard.typechecked is typeguard._decorators.typechecked; "
+             "import inflect; assert inflect.engine().plural_noun('person') == 'people'")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
