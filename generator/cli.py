@@ -74,14 +74,14 @@ def summary(actions: list[str], dry_run: bool = False) -> str:
     return f"dry run, nothing written: {text}" if dry_run else text
 
 
-def _report_changes(groups, verbose: bool, dry_run: bool = False) -> None:
-    """Print what changed in ``[(outcomes, base), …]`` (unchanged files too with ``verbose``),
-    then the one-line :func:`summary`."""
+def _report_changes(groups, verbose: bool, dry_run: bool = False) -> str:
+    """Print what changed in ``[(outcomes, base), …]`` (unchanged files too with ``verbose``);
+    return the one-line :func:`summary` for the caller to print last."""
     actions = []
     for outcomes, base in groups:
         _report([o for o in outcomes if verbose or o.action.value not in _UNCHANGED], base, show_diff=dry_run)
         actions += [o.action.value for o in outcomes]
-    echo(summary(actions, dry_run))
+    return summary(actions, dry_run)
 
 
 def _print_version(value: bool) -> None:
@@ -149,7 +149,7 @@ def proto_gen(
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include, all_protos)
-    _report_changes([(proto.gen(ws, source, dry_run=dry_run), ws.root)], verbose, dry_run)
+    echo(_report_changes([(proto.gen(ws, source, dry_run=dry_run), ws.root)], verbose, dry_run))
 
 
 @proto_app.command("lint")
@@ -185,8 +185,7 @@ def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     root, outcomes = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update)
-    _report_changes([(neuron.shared_changes(), ws.root), (outcomes, root)], verbose, dry_run)
-    return root, neuron
+    return root, neuron, _report_changes([(neuron.shared_changes(), ws.root), (outcomes, root)], verbose, dry_run)
 
 
 @neuron_app.command("create")
@@ -199,7 +198,8 @@ def neuron_create(
     verbose: VerboseOpt = False,
 ) -> None:
     """Render neurons/KIND-NAME-VERSION/: server, methods, tests, Dockerfile, stubs."""
-    root, _ = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose)
+    root, _, counts = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose)
+    echo(counts)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + root.name}   # runs its tests against the Firestore emulator")
 
@@ -215,9 +215,10 @@ def neuron_update(
 ) -> None:
     """Regenerate a neuron after its proto changed; your code is kept, new RPCs get stubs.
     Prints the files that changed and a one-line summary (--verbose: every file)."""
-    _root, neuron = _render_neuron(name, proto_file, include, out, dry_run, update=True, verbose=verbose)
+    _root, neuron, counts = _render_neuron(name, proto_file, include, out, dry_run, update=True, verbose=verbose)
     for note in neuron.last_notes():
         echo(f"   note  {note}")
+    echo(counts)
 
 
 @app.command("openapi")

@@ -243,7 +243,7 @@ def test_update_adds_stubs_and_tests_and_keeps_every_user_line(books, workspace,
     r = scaffold("neuron", "update", BOOKS)
     assert r.code == 0, r.output
     assert "update  neurons/resources-books-v1/methods.py" in r.out
-    assert "server.py" not in r.out and r.out.splitlines()[-1].startswith("1 updated, ")  # unchanged: only counted
+    assert "identical  " not in r.out and r.out.splitlines()[-1].endswith(" identical")  # unchanged: only counted
     after = methods.read_text()
     assert only_insertions(before, after)  # every user line kept, in order
     assert "    def ArchiveBook(self, request: books_pb2.GetBookRequest" in after
