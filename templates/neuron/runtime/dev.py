@@ -139,6 +139,9 @@ def main() -> int:
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while the emulator was starting: it is stopped already
+        print("stopped", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
@@ -169,16 +172,22 @@ def _serve(stack: contextlib.ExitStack, children: Children, host: str, port: int
         raise Failure(f"the gRPC server could not start: {exc}") from None
     stack.callback(neuron.drain, 1.0)
     children.on_failure = neuron.deps.request_shutdown
+
+    def stop(signum, _frame) -> None:  # asked to stop: the parts that end from now on are no failure
+        children.closing.set()
+        neuron.deps.request_shutdown(signal.Signals(signum).name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: neuron.deps.request_shutdown(signal.Signals(signum).name))
+        signal.signal(sig, stop)
     print(f"gRPC server: {host}:{port}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
     if emu is not None:
         children.watch("Firestore emulator", emu.proc)
     if http_port is not None:
         gateway = Path(__file__).resolve().parent.parent / "gateway.py"
         env = {**os.environ, "PORT": str(http_port), "GRPC_TARGET": f"127.0.0.1:{port}"}
+        # Its own session: Ctrl-C reaches the server, which drains, then we stop the gateway.
         proc = subprocess.Popen([sys.executable, str(gateway)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         stack.callback(_stop, proc)
         children.watch("HTTP/JSON gateway", proc, _relay(proc))
         print(f"HTTP/JSON gateway: http://{host}:{http_port}  (openapi.json describes it)", file=sys.stderr, flush=True)
