@@ -147,3 +147,19 @@ def test_a_dying_emulator_stops_the_run(books, workspace):
     assert run.proc.returncode == 1, out
     assert out.strip().splitlines()[-1] == "error: the Firestore emulator was killed by SIGKILL"
     assert _port_closed(port)
+
+
+def test_a_burst_of_ctrl_c_stops_the_run_cleanly(translator, workspace):
+    """Ctrl-C reaches `scaffold neuron run` and runtime.dev together (and the first forwards it):
+    a signal landing inside the handler once deadlocked the run. 20 in a burst must still stop it."""
+    port = free_port()
+    run = Running(workspace, TRANSLATOR, "--port", str(port), "--gateway-port", str(free_port()))
+    try:
+        wait_for_port(port, run.proc, timeout=60, output=run.output)
+        for _ in range(20):
+            os.killpg(run.proc.pid, signal.SIGINT)
+        out = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert run.proc.returncode == 0, out
+    assert "error:" not in out and _port_closed(port)

@@ -126,12 +126,18 @@ def main() -> int:
         ports["HTTP/JSON gateway"] = (http_port, "--gateway-port (GATEWAY_PORT)")
     needs_db = uses_firestore()
     local_db = needs_db and not os.environ.get("FIRESTORE_EMULATOR_HOST") and not os.environ.get("GOOGLE_CLOUD_PROJECT")
+    # From here on a signal is only noted; the parts act on it when they can. A handler that
+    # took a lock (Event.set) deadlocked when a second signal landed inside it: Ctrl-C reaches
+    # this process and `scaffold neuron run`, which forwards it.
+    signalled: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signal.Signals(signum).name))
     try:
         check_ports(host, ports)
         with contextlib.ExitStack() as stack:
             children = Children()
             try:
-                _serve(stack, children, host, port, http_port if gateway.is_file() else None, local_db)
+                _serve(stack, children, signalled, host, port, http_port if gateway.is_file() else None, local_db)
             finally:
                 children.closing.set()  # what stops from here on was stopped by us
             if children.failure:
@@ -139,16 +145,14 @@ def main() -> int:
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while the emulator was starting: it is stopped already
-        print("stopped", file=sys.stderr, flush=True)
-        return 130
     return 0
 
 
-def _serve(stack: contextlib.ExitStack, children: Children, host: str, port: int, http_port: int | None,
-           local_db: bool) -> None:
+def _serve(stack: contextlib.ExitStack, children: Children, signalled: list[str], host: str, port: int,
+           http_port: int | None, local_db: bool) -> None:
     """Start the emulator (when ``local_db``), the server and the gateway; return when the
-    server has stopped. Raise :class:`Failure` when a part cannot start."""
+    server has stopped, or early when ``signalled`` while starting. Raise :class:`Failure`
+    when a part cannot start."""
     import server
     from runtime import logs
 
@@ -164,6 +168,8 @@ def _serve(stack: contextlib.ExitStack, children: Children, host: str, port: int
         os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host
         os.environ["GOOGLE_CLOUD_PROJECT"] = EMULATOR_PROJECT
         print(f"Firestore emulator: {emu.host} (project {EMULATOR_PROJECT})", file=sys.stderr, flush=True)
+    if signalled:  # Ctrl-C while the emulator was starting
+        return
     logs.setup()
     try:
         neuron = server.Neuron(host, port)
@@ -172,13 +178,6 @@ def _serve(stack: contextlib.ExitStack, children: Children, host: str, port: int
         raise Failure(f"the gRPC server could not start: {exc}") from None
     stack.callback(neuron.drain, 1.0)
     children.on_failure = neuron.deps.request_shutdown
-
-    def stop(signum, _frame) -> None:  # asked to stop: the parts that end from now on are no failure
-        children.closing.set()
-        neuron.deps.request_shutdown(signal.Signals(signum).name)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
     print(f"gRPC server: {host}:{port}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
     if emu is not None:
         children.watch("Firestore emulator", emu.proc)
@@ -191,8 +190,10 @@ def _serve(stack: contextlib.ExitStack, children: Children, host: str, port: int
         stack.callback(_stop, proc)
         children.watch("HTTP/JSON gateway", proc, _relay(proc))
         print(f"HTTP/JSON gateway: http://{host}:{http_port}  (openapi.json describes it)", file=sys.stderr, flush=True)
-    while not neuron.stopped.wait(1.0):  # a timed wait keeps signal handlers responsive
-        pass
+    while not neuron.stopped.wait(0.2):  # a timed wait keeps signal handlers responsive
+        if signalled and not children.closing.is_set():
+            children.closing.set()  # asked to stop: the parts that end from now on are no failure
+            neuron.deps.request_shutdown(signalled[0])
 
 
 def _stop(proc) -> None:
