@@ -27,7 +27,8 @@ class CallOptions:
     tls: bool = False
     api_key: str | None = None
     headers: tuple[str, ...] = ()
-    timeout: float = 30.0
+    timeout: float = 30.0  # the call's deadline
+    connect_timeout: float = 3.0  # how long to wait for a connection before giving up
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -85,9 +86,10 @@ def call(opts: CallOptions, echo) -> None:
     metadata = _metadata(opts)
     with _channel(opts) as channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=min(opts.timeout, 10))
+            grpc.channel_ready_future(channel).result(timeout=opts.connect_timeout)
         except grpc.FutureTimeoutError:
-            raise ToolError(f"cannot connect to {opts.target}", hint="is the server running? TLS servers need --cacert") from None
+            raise ToolError(f"cannot connect to {opts.target} within {opts.connect_timeout:g} s",
+                            hint="is the server running? TLS servers need --cacert; a slow network: --connect-timeout 10") from None
         # Reflection carries the call's credentials: servers with AUTH_MODE set require them.
         database = ProtoReflectionDescriptorDatabase(grpc.intercept_channel(channel, _with_metadata(metadata)))
         pool = descriptor_pool.DescriptorPool(database)

@@ -40,6 +40,7 @@ IncludeOpt = Annotated[
     typer.Option("-I", "--include", help="A folder protoc searches for imports (repeatable).", show_default=False),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files that did not change.")]
 
 
 def echo(message: str = "") -> None:
@@ -56,6 +57,32 @@ def _report(outcomes, base: Path, show_diff: bool = False) -> None:
     from generator.writer import report
 
     report(outcomes, base, echo, show_diff=show_diff)
+
+
+_UNCHANGED = ("identical", "skip")  # listed only with --verbose
+_SUMMARY_WORDS = {"create": "created", "update": "updated", "delete": "deleted", "conflict": "conflict",
+                  "skip": "kept (yours)", "identical": "identical"}
+
+
+def summary(actions: list[str], dry_run: bool = False) -> str:
+    """One line counting file outcomes: ``2 updated, 1 created, 27 identical, 1 conflict``
+    (changes first; an action this does not know, e.g. ``conflict``, is counted as itself)."""
+    from collections import Counter
+
+    counts = Counter(actions)
+    order = ["update", "create", *sorted(a for a in counts if a not in _SUMMARY_WORDS), "skip", "identical"]
+    text = ", ".join(f"{counts[a]} {_SUMMARY_WORDS.get(a, a)}" for a in order if counts[a]) or "no files"
+    return f"dry run, nothing written: {text}" if dry_run else text
+
+
+def _report_changes(groups, verbose: bool, dry_run: bool = False) -> str:
+    """Print what changed in ``[(outcomes, base), …]`` (unchanged files too with ``verbose``);
+    return the one-line :func:`summary` for the caller to print last."""
+    actions = []
+    for outcomes, base in groups:
+        _report([o for o in outcomes if verbose or o.action.value not in _UNCHANGED], base, show_diff=dry_run)
+        actions += [o.action.value for o in outcomes]
+    return summary(actions, dry_run)
 
 
 def _print_version(value: bool) -> None:
@@ -116,13 +143,14 @@ def proto_gen(
     include: IncludeOpt = None,
     all_protos: Annotated[bool, typer.Option("--all", help="Every proto in the workspace.")] = False,
     dry_run: DryRunOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Generate Python stubs (_pb2, _pb2_grpc, .pyi) and a descriptor set."""
     from generator import proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include, all_protos)
-    _report(proto.gen(ws, source, dry_run=dry_run), ws.root)
+    echo(_report_changes([(proto.gen(ws, source, dry_run=dry_run), ws.root)], verbose, dry_run))
 
 
 @proto_app.command("lint")
@@ -191,21 +219,23 @@ def _origin(ws, name, proto_file, include):
     return Origin(name or "", tuple(rel(p) for p in proto_file or ()), tuple(rel(p) for p in include or ()))
 
 
-def _show(result, ws, dry_run: bool) -> None:
-    _report(result.shared, ws.root, show_diff=dry_run)
-    _report(result.outcomes, result.root, show_diff=dry_run)
+def _show(result, ws, dry_run: bool, verbose: bool = False) -> None:
+    """The files that changed (every file with ``verbose``), the notes, then a one-line summary."""
+    counts = _report_changes([(result.shared, ws.root), (result.outcomes, result.root)], verbose, dry_run)
     for note in result.notes:
         echo(f"   note  {note}")
+    echo(counts)
 
 
-def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, force: bool = False):
+def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, force: bool = False,
+                   verbose: bool = False):
     from generator import neuron, proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     result = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update, force=force,
                            origin=_origin(ws, name, proto_file, include))
-    _show(result, ws, dry_run)
+    _show(result, ws, dry_run, verbose)
     return result
 
 
@@ -216,9 +246,10 @@ def neuron_create(
     include: IncludeOpt = None,
     out: OutOpt = None,
     dry_run: DryRunOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Render neurons/KIND-NAME-VERSION/: server, base servicers, your methods, tests, Dockerfile, stubs."""
-    result = _render_neuron(name, proto_file, include, out, dry_run, update=False)
+    result = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + result.root.name}   # runs its tests against the Firestore emulator")
 
@@ -235,8 +266,10 @@ def neuron_update(
     all_neurons: Annotated[bool, typer.Option("--all", help="Every neuron of the workspace (from their records).")] = False,
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Regenerate a neuron after its proto or scaffold changed; your code is kept, new RPCs get stubs."""
+    """Regenerate a neuron after its proto or scaffold changed; your code is kept, new RPCs get stubs.
+    Prints the files that changed and a one-line summary (--verbose: every file)."""
     if all_neurons:
         from generator import neuron
 
@@ -247,9 +280,9 @@ def neuron_update(
         ws = _workspace()
         for result in neuron.update_all(ws, dry_run=dry_run, force=force):
             echo(f"== {result.root.name}")
-            _show(result, ws, dry_run)
+            _show(result, ws, dry_run, verbose)
         return
-    _render_neuron(name, proto_file, include, out, dry_run, update=True, force=force)
+    _render_neuron(name, proto_file, include, out, dry_run, update=True, force=force, verbose=verbose)
 
 
 @neuron_app.command("check")
@@ -357,9 +390,18 @@ def neuron_run(
     ] = None,
     out: OutOpt = None,
     all_neurons: Annotated[bool, typer.Option("--all", help="Every neuron of the workspace, wired to each other.")] = False,
-    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1); with several, the first one's.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port the gRPC server listens on (127.0.0.1); with several, the first one's.",
+                                      min=1, max=65535)] = 8080,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the HTTP/JSON gateway (default: --port + 1; one neuron only).", min=1, max=65535,
+                     show_default=False),
+    ] = None,
 ) -> None:
-    """Run neurons locally; starts the Firestore emulator beside them when none is configured."""
+    """Run neurons locally; starts the Firestore emulator beside them when none is configured.
+
+    Ports are checked first; when the emulator, a server or a gateway fails, the others are
+    stopped and the command exits 1 saying which failed and why."""
     from generator import depend, neuron
 
     ws = _workspace()
@@ -375,7 +417,7 @@ def neuron_run(
             raise UsageError(f"no neurons under {ws.neurons_root}", hint="create one with `scaffold neuron create NAME`")
         raise typer.Exit(neuron.run_many(ws, list(dict.fromkeys(roots)), port, echo))
     root = neuron.locate(ws, names[0] if names else None, out) if out or not names else depend.resolve(ws, names[0])
-    raise typer.Exit(neuron.run(root, port))
+    raise typer.Exit(neuron.run(root, port, gateway_port))
 
 
 @neuron_app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -423,12 +465,14 @@ def call_cmd(
     tls: Annotated[bool, typer.Option("--tls", help="TLS with the system's roots (e.g. Cloud Run).")] = False,
     api_key: Annotated[str | None, typer.Option(help="Sent as x-api-key metadata.")] = None,
     header: Annotated[list[str] | None, typer.Option("-H", "--header", help="Metadata key:value (repeatable).")] = None,
-    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 30.0,
+    timeout: Annotated[float, typer.Option(help="Deadline of the call in seconds.", min=0.001)] = 30.0,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for a connection.", min=0.001)] = 3.0,
 ) -> None:
     """Call a method through server reflection; print the JSON response or the status."""
     from generator import call
 
-    opts = call.CallOptions(target, method, data, cacert, cert, key, tls, api_key, tuple(header or ()), timeout)
+    opts = call.CallOptions(target, method, data, cacert, cert, key, tls, api_key, tuple(header or ()), timeout,
+                            connect_timeout)
     call.call(opts, echo)
 
 

@@ -543,17 +543,60 @@ def build(api: schema.Api, dirname: str, title: str, *, user_uses_firestore: boo
 
 
 def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: str | None) -> tuple[str, str]:
-    """The folder name under ``neurons/`` and a title, from NAME or the first proto file."""
+    """The folder name under ``neurons/`` and a title: --out, NAME's KIND-NAME-VERSION, or
+    :func:`default_dir` of the first proto file.
+
+    Raises UsageError for an --out that cannot name a Cloud Run service, for a default that
+    cannot (asking for --out with an example), and when the folder already holds a neuron
+    made from another proto.
+    """
     if out:
-        if not names.IDENT_RE.match(out.replace("-", "")) or "/" in out:
-            raise UsageError(f"invalid --out {out!r}: use lower-case letters, digits and hyphens")
-        return out, out
-    if name:
-        n = names.parse(name)
-        return n.neuron_dir, n.full
-    parts = [p for p in Path(source.files[0]).parent.as_posix().replace("_", "-").split("/") if p]
-    dirname = "-".join(parts[-3:]).lower() or Path(source.files[0]).stem.replace("_", "-").lower()
-    return dirname, source.files[0]
+        problem = names.folder_problem(out)
+        if problem:
+            raise UsageError(f"invalid --out {out!r}: {problem}; use {names.FOLDER_RULE}",
+                             hint=f"e.g. --out {names.folder_from(out)[:names.FOLDER_MAX].strip('-') or 'books-v1'}")
+        dirname, title = out, out
+    elif name:
+        n = names.parse(name, ws.org, ws.product)
+        dirname, title = n.neuron_dir, n.full
+    else:
+        dirname, title = default_dir(source.files[0]), source.files[0]
+    problem = names.folder_problem(dirname)
+    if problem:
+        example = names.folder_from(Path(source.files[0]).stem)[:40].strip("-")
+        example = example if example[:1].isalpha() else f"neuron-{example}".strip("-")
+        raise UsageError(
+            f"cannot name the neuron folder after {title}: {dirname!r} is not a valid Cloud Run service name ({problem})",
+            hint=f"pass --out with {names.FOLDER_RULE}, e.g. --out {example}",
+        )
+    _check_same_neuron(ws.neurons_root / dirname, source)
+    return dirname, title
+
+
+def default_dir(proto: str) -> str:
+    """The default folder for a proto (virtual path): its last three folders, plus its stem
+    unless the stem repeats the folder before the version. ``a/b/v1/x.proto`` -> ``a-b-v1-x``,
+    ``google/example/library/v1/library.proto`` -> ``example-library-v1``, ``x.proto`` -> ``x``."""
+    path = Path(proto)
+    parts = [p for p in path.parent.as_posix().split("/") if p not in ("", ".")][-3:]
+    stem_repeated = len(parts) >= 2 and parts[-2] == path.stem
+    return names.folder_from("-".join(parts + ([] if stem_repeated else [path.stem])))
+
+
+def _check_same_neuron(root: Path, source: protoc.Source) -> None:
+    """Refuse a folder that holds a neuron made from another proto: it has no stubs of ours."""
+    own_stub = root / "protobuf" / (Path(source.files[0]).with_suffix("").as_posix() + "_pb2.py")
+    if not (root / "server.py").is_file() or own_stub.is_file():
+        return
+    first = (root / "server.py").read_text(encoding="utf-8", errors="replace").partition("\n")[0]
+    made_from = first.removeprefix('"""gRPC server for ').rstrip(".")
+    suggestion = default_dir(source.files[0])
+    if suggestion == root.name or (root.parent / suggestion).exists() or names.folder_problem(suggestion):
+        suggestion = f"{root.name[:names.FOLDER_MAX - 2]}-2"
+    raise UsageError(
+        f"neurons/{root.name} holds another neuron ({made_from}), not one made from {source.files[0]}",
+        hint=f"choose another folder with --out (e.g. --out {suggestion})",
+    )
 
 
 def dependency_clients(ws: Workspace, root: Path) -> tuple[tuple[DepClient, ...], dict[str, bytes], bytes]:
@@ -885,8 +928,10 @@ def check(ws: Workspace, root: Path) -> list[str]:
 def locate(ws: Workspace, name: str | None, out: str | None) -> Path:
     """The folder of an existing neuron, from NAME or --out."""
     if not name and not out:
-        raise UsageError("say which neuron: a NAME (e.g. xmpl.br.resources-books-v1) or --out FOLDER")
-    dirname = out or names.parse(name).neuron_dir
+        raise UsageError(f"say which neuron: a NAME (e.g. {names.example(ws.org, ws.product)}) or --out FOLDER")
+    if out and names.folder_problem(out):
+        raise UsageError(f"invalid --out {out!r}: {names.folder_problem(out)}; use {names.FOLDER_RULE}")
+    dirname = out or names.parse(name, ws.org, ws.product).neuron_dir
     root = ws.neurons_root / dirname
     if not (root / "server.py").is_file():
         raise UsageError(
@@ -920,14 +965,17 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(root: Path, port: int) -> int:
-    """Run the server (and the Firestore emulator when needed) in the foreground."""
+def run(root: Path, port: int, gateway_port: int | None = None) -> int:
+    """Run the neuron's ``runtime.dev`` (server, gateway on ``gateway_port`` or ``port + 1``,
+    the Firestore emulator when needed) in the foreground; return its exit status (0 after
+    Ctrl-C, 1 when a part failed: it says which). Raise ToolError when dependencies are missing."""
     import subprocess
     import sys
 
     check_runtime(sys.executable)
     env = _env(root)
     env["PORT"] = str(port)
+    env["GATEWAY_PORT"] = str(gateway_port or port + 1)
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "scaffold_runtime.dev"], cwd=root, env=env)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from generator import names, protoc
@@ -17,61 +16,14 @@ def _camel(word: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\-]", word) if p)
 
 
-def singularize(plural: str) -> str:
-    for suffix, repl in (("ies", "y"), ("lves", "lf"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
-        if plural.endswith(suffix) and len(plural) > len(suffix):
-            return plural[: -len(suffix)] + repl
-    if plural.endswith("s") and not plural.endswith("ss") and len(plural) > 1:
-        return plural[:-1]
-    return plural
-
-
-def pluralize(singular: str) -> str:
-    if re.search(r"[^aeiou]y$", singular):
-        return singular[:-1] + "ies"
-    if re.search(r"(s|x|ch|sh)$", singular):
-        return singular + "es"
-    return singular + "s"
-
-
-@dataclass(frozen=True)
-class _ResourceNames:
-    singular: str
-    plural: str
-    type_name: str
-    plural_type: str
-    service: str
-    resource_type: str
-
-    @property
-    def singular_words(self) -> str:
-        return self.singular
-
-    @property
-    def plural_words(self) -> str:
-        return self.plural
-
-
-def resource_names(n: names.NeuronName) -> _ResourceNames:
-    singular = singularize(n.name)
-    plural = n.name if singular != n.name else pluralize(n.name)
-    if singular == plural:  # e.g. "news": keep the collection id apart from the singular
-        plural = pluralize(singular)
-    return _ResourceNames(
-        singular=singular,
-        plural=plural,
-        type_name=_camel(singular),
-        plural_type=_camel(plural),
-        service=f"{_camel(plural)}Service",
-        resource_type=f"{n.name}.{n.product}.{n.org}/{_camel(singular)}",
-    )
+singularize = names.singular  # the name openapi.py imports
 
 
 def create(ws: Workspace, name: str, *, force: bool = False, dry_run: bool = False) -> tuple[Path, list[Outcome]]:
     """Write the AIP-style skeleton for ``name``; refuse to overwrite an existing proto."""
     from generator.render import render
 
-    n = names.parse(name)
+    n = names.parse(name, ws.org, ws.product)
     if (n.org, n.product) != (ws.org, ws.product):
         raise UsageError(
             f"{name!r} belongs to {n.org}.{n.product}, but this workspace is {ws.org}.{ws.product} "
@@ -83,12 +35,14 @@ def create(ws: Workspace, name: str, *, force: bool = False, dry_run: bool = Fal
     if target.exists() and not force:
         raise ConflictError(f"{target} already exists", hint="pass --force to overwrite it")
     if n.kind == "resources":
-        text = render("proto/resources.proto.j2", n=n, r=resource_names(n))
+        r = names.nouns(n.name)
+        text = render("proto/resources.proto.j2", n=n, r=r, service=f"{r.plural_type}Service",
+                      resource_type=f"{n.name}.{n.product}.{n.org}/{r.type_name}")
     else:
         text = render(
             "proto/services.proto.j2",
             n=n,
-            s={"service": f"{_camel(n.name)}Service", "words": n.name},
+            s={"service": f"{_camel(n.name)}Service", "words": " ".join(n.words)},
         )
     plan = Plan()
     plan.add(rel, text, FileOwner.USER, force=force)
@@ -106,7 +60,7 @@ def resolve(
     given = sum(bool(x) for x in (name, proto_files, all_protos))
     if given != 1:
         raise UsageError(
-            "say which proto: a NAME (e.g. xmpl.br.resources-books-v1), --proto FILE, or --all"
+            f"say which proto: a NAME (e.g. {names.example(ws.org, ws.product)}), --proto FILE, or --all"
         )
     if proto_files:
         return protoc.source_for(list(proto_files), list(includes or []), (ws.proto_root,) if ws.proto_root.is_dir() else ())
@@ -118,7 +72,7 @@ def resolve(
                 hint="create one with `scaffold proto create ORG.PRODUCT.KIND-NAME-VERSION`",
             )
         return protoc.source_for(found, list(includes or []), (ws.proto_root,))
-    n = names.parse(name)
+    n = names.parse(name, ws.org, ws.product)
     path = ws.proto_root / n.proto_path
     if not path.is_file():
         raise UsageError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,14 +42,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INSTALL_EMULATOR = (
+    "install it with `gcloud components install cloud-firestore-emulator` "
+    "(or apt-get install google-cloud-cli-firestore-emulator), or set FIRESTORE_EMULATOR_BIN to its launcher"
+)
+INSTALL_JAVA = "apt-get install openjdk-17-jre-headless (or set JAVA to a java 11+ binary)"
+
+
 def emulator_command() -> str | None:
-    """The emulator launcher: $FIRESTORE_EMULATOR_BIN, the Cloud SDK's, or next to gcloud."""
-    candidates = [os.environ.get("FIRESTORE_EMULATOR_BIN", ""), _DEFAULT_EMULATOR]
+    """The emulator launcher: $FIRESTORE_EMULATOR_BIN when set (and then only it), else the
+    Cloud SDK's, else the one next to gcloud; None when none is executable."""
+    override = os.environ.get("FIRESTORE_EMULATOR_BIN", "")
+    candidates = [override] if override else [_DEFAULT_EMULATOR]
     gcloud = shutil.which("gcloud")
-    if gcloud:
+    if gcloud and not override:
         sdk = Path(gcloud).resolve().parent.parent
         candidates.append(str(sdk / "platform/cloud-firestore-emulator/cloud_firestore_emulator"))
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def _java_major(java: str) -> int | None:
+    """The major version ``java -version`` reports (8 for "1.8.0"), None if it cannot say."""
+    try:
+        r = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', r.stderr + r.stdout)
+    if not m:
+        return None
+    major = int(m[1])
+    return int(m[2] or 0) if major == 1 else major
+
+
+def emulator_problem() -> str | None:
+    """What is missing to run the Firestore emulator, with how to install it; None if nothing."""
+    if emulator_command() is None:
+        where = os.environ.get("FIRESTORE_EMULATOR_BIN")
+        found = f"FIRESTORE_EMULATOR_BIN={where} is not an executable file" if where else "it is not installed"
+        return f"the Firestore emulator is needed and {found}: {INSTALL_EMULATOR}"
+    java = os.environ.get("JAVA") or shutil.which("java")
+    if not java:
+        return f"Java 11+ is needed by the Firestore emulator and no `java` is on PATH: {INSTALL_JAVA}"
+    major = _java_major(java)
+    if major is None:
+        return f"Java 11+ is needed by the Firestore emulator and {java} does not run: {INSTALL_JAVA}"
+    if major < 11:
+        return f"Java 11+ is needed by the Firestore emulator and {java} is Java {major}: {INSTALL_JAVA}"
+    return None
 
 
 class Emulator:
@@ -80,13 +120,11 @@ def running_emulator() -> Emulator | None:
 @contextlib.contextmanager
 def firestore_emulator(timeout: float = 30.0, port: int | None = None):
     """Start the emulator on 127.0.0.1 (a free port unless given) in its own process group;
-    stop the group at the end."""
+    stop the group at the end. Raise RuntimeError saying what is missing or what went wrong."""
+    problem = emulator_problem()
+    if problem:
+        raise RuntimeError(problem)
     command = emulator_command()
-    if command is None:
-        raise RuntimeError(
-            "the Firestore emulator is not installed: install the Google Cloud CLI and run "
-            "`gcloud components install cloud-firestore-emulator` (it needs Java 11+)"
-        )
     port = port or free_port()
     proc = subprocess.Popen(
         [command, "start", "--host=127.0.0.1", f"--port={port}"],
