@@ -34,7 +34,12 @@ class BooksServiceBase(books_pb2_grpc.BooksServiceServicer):
         self, request: books_pb2.ListBooksRequest, context: grpc.ServicerContext
     ) -> books_pb2.ListBooksResponse:
         """Lists books, in a stable order, a page at a time."""
-        items, next_page_token = self.books.list(context, request.page_size, request.page_token)
+        items, next_page_token = self.books.list(
+            context,
+            request.page_size,
+            request.page_token,
+            filter=request.filter,
+        )
         return books_pb2.ListBooksResponse(books=items, next_page_token=next_page_token)
 
     def CreateBook(self, request: books_pb2.CreateBookRequest, context: grpc.ServicerContext) -> books_pb2.Book:

@@ -39,7 +39,10 @@ class FunctionsServiceBase(functions_pb2_grpc.FunctionsServiceServicer):
     ) -> functions_pb2.ListFunctionsResponse:
         """Lists functions, in a stable order, a page at a time."""
         items, next_page_token = self.functions.list(
-            context, request.page_size, request.page_token, parent=request.parent
+            context,
+            request.page_size,
+            request.page_token,
+            parent=request.parent,
         )
         return functions_pb2.ListFunctionsResponse(functions=items, next_page_token=next_page_token)
 

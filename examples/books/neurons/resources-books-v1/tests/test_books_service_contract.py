@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from scaffold_runtime.status import details_of
 from scaffold_runtime.testing import sample
 from xmpl.br.resources.books.v1 import books_pb2, books_pb2_grpc
 
@@ -24,6 +25,24 @@ def assert_code(call, code: grpc.StatusCode) -> grpc.RpcError:
         call()
     assert err.value.code() == code, err.value.details()
     return err.value
+
+
+def error_info(err: grpc.RpcError):
+    """The AIP-193 google.rpc.ErrorInfo of a failed call."""
+    return next(d for d in details_of(err) if d.DESCRIPTOR.name == "ErrorInfo")
+
+
+def violations(err: grpc.RpcError) -> list[str]:
+    """The fields an AIP-193 google.rpc.BadRequest of a failed call names."""
+    return [v.field for d in details_of(err) if d.DESCRIPTOR.name == "BadRequest" for v in d.field_violations]
+
+
+def generated(method: str) -> bool:
+    """Whether ``method`` is still the generated one (methods.py does not override it): a List
+    you override defines its own filter and order_by, which these tests then leave to yours."""
+    import methods  # the user's module, imported only when asked
+
+    return method not in vars(methods.BooksService)
 
 
 # -- books.br.xmpl/Book (books/{book}) ----------------------------------------
@@ -65,12 +84,15 @@ def test_create_book_names_a_missing_required_field(stub):
 
 def test_get_book_not_found(stub):
     missing = "books/missing"
-    assert_code(lambda: stub.GetBook(books_pb2.GetBookRequest(name=missing)), grpc.StatusCode.NOT_FOUND)
+    err = assert_code(lambda: stub.GetBook(books_pb2.GetBookRequest(name=missing)), grpc.StatusCode.NOT_FOUND)
+    info = error_info(err)
+    assert info.reason == "RESOURCE_NOT_FOUND" and info.domain and info.metadata["resource"] == missing
 
 
 @pytest.mark.parametrize("bad", ["", "elsewhere/x", "books/a/b", "books/__x__"])
 def test_get_book_rejects_a_malformed_name(stub, bad):
-    assert_code(lambda: stub.GetBook(books_pb2.GetBookRequest(name=bad)), grpc.StatusCode.INVALID_ARGUMENT)
+    err = assert_code(lambda: stub.GetBook(books_pb2.GetBookRequest(name=bad)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert violations(err) == ["name"]
 
 
 def list_all_book(stub, page_size: int):
@@ -113,6 +135,41 @@ def test_list_books_rejects_a_negative_page_size(stub):
 def test_list_books_rejects_a_forged_page_token(stub, token):
     assert_code(
         lambda: stub.ListBooks(books_pb2.ListBooksRequest(page_token=token)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+@pytest.mark.parametrize("bad", ["no_such_field = 1", "(unclosed", 'name = "a" OR'])
+@pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
+def test_list_books_refuses_a_filter_it_cannot_serve(stub, bad):
+    err = assert_code(
+        lambda: stub.ListBooks(books_pb2.ListBooksRequest(filter=bad)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "filter" in err.details() and violations(err) == ["filter"]
+
+
+@pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
+def test_list_books_filters_by_equality(stub):
+    created = [create_book(stub, seed) for seed in (1, 2, 2, 3)]
+    wanted = sample(books_pb2.Book, 2).display_name
+    page = stub.ListBooks(books_pb2.ListBooksRequest(filter=f'display_name = "{wanted}"'))
+    names = sorted(r.name for r in page.books)
+    assert len(names) == 2
+    assert names == sorted(r.name for r in created if r.display_name == wanted)
+
+
+@pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
+def test_list_books_page_token_is_bound_to_the_filter(stub):
+    for _ in range(3):
+        create_book(stub, 1)
+    wanted = sample(books_pb2.Book, 1).display_name
+    first = stub.ListBooks(books_pb2.ListBooksRequest(page_size=1, filter=f'display_name = "{wanted}"'))
+    assert first.next_page_token
+    assert_code(
+        lambda: stub.ListBooks(
+            books_pb2.ListBooksRequest(page_size=1, page_token=first.next_page_token, filter='display_name = "other"')
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
 
