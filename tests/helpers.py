@@ -44,17 +44,32 @@ class ServerProcess:
         self.output: list[str] = []
         self._reader = threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True)
         self._reader.start()
-        wait_for_port(self.port, self.proc, output=self.output)
+        try:
+            wait_for_port(self.port, self.proc, output=self.output)
+        except BaseException:
+            self.kill()
+            raise
         self.target = f"127.0.0.1:{self.port}"
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def stop(self, timeout: float = 15.0) -> str:
+        """SIGTERM (the server drains), then SIGKILL if it is still there after ``timeout`` s."""
         if self.proc.poll() is None:
             self.terminate()
-        self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=5)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        finally:
+            self._reader.join(timeout=5)
         return "".join(self.output)
 
 

@@ -246,9 +246,10 @@ def test_corpus_get_routes_reach_their_rpc(neurons, corpus, emulator, rel):
         pytest.skip(f"{rel} has no GET route with a path variable")
     server = ServerProcess(root, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
                                   "LOG_EVERY_CALL": "true"})
-    gateway = Gateway(root, server.target)
+    gateway = None
     wrong = []
     try:
+        gateway = Gateway(root, server.target)
         with httpx.Client(base_url=gateway.url, timeout=30) as http:
             for url, rpc in routes:
                 seen = len(server.output)
@@ -261,6 +262,7 @@ def test_corpus_get_routes_reach_their_rpc(neurons, corpus, emulator, rel):
                 if called[:1] != [rpc]:
                     wrong.append(f"GET {url}: wanted {rpc}, answered by {called[:1] or 'nothing'}")
     finally:
-        gateway.stop()
+        if gateway is not None:
+            gateway.stop()
         server.stop()
     assert not wrong, "\n".join(wrong)

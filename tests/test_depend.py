@@ -441,6 +441,7 @@ def test_terraform_wires_the_caller_and_the_callee(ws):
 
 def test_neuron_run_starts_both_wired_and_ctrl_c_stops_all(ws, tmp_path):
     """`scaffold neuron run A B`: both start on one emulator, A reaches B, SIGINT stops everything."""
+    import contextlib
     import signal
     import subprocess
 
@@ -453,7 +454,8 @@ def test_neuron_run_starts_both_wired_and_ctrl_c_stops_all(ws, tmp_path):
     log_path = tmp_path / "run.log"
     log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "generator", "neuron", "run", TRANSLATOR, "resources-books-v1",
-                             "--port", str(port)], cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port)], cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own group: a failed test stops every child too
     try:
         for p in (port, port + 2):
             wait_for_port(p, proc, timeout=120)
@@ -462,9 +464,9 @@ def test_neuron_run_starts_both_wired_and_ctrl_c_stops_all(ws, tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the run (servers, gateways, emulator)
+        proc.wait()
     log.close()
     out = log_path.read_text()
     assert f"DEP_BOOKS_TARGET=127.0.0.1:{port + 2}" in out and out.count("Firestore emulator:") == 1

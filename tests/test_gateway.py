@@ -28,7 +28,12 @@ class Gateway:
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen([sys.executable, "gateway.py"], cwd=root, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc)
+        try:
+            wait_for_port(self.port, self.proc)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
 
     def rss_mb(self) -> float:
@@ -40,7 +45,12 @@ class Gateway:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=15)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 def generate(base: Path, proto: Path, out: str, *include: Path) -> Path:
