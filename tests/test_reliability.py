@@ -116,7 +116,7 @@ def emu_proc(emu):
 
 def test_concurrent_creates_of_one_id(db, pb, pb_grpc):
     emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "32"})
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     try:
         with grpc.insecure_channel(server.target) as ch:
             stub = pb_grpc.BooksServiceStub(ch)
@@ -132,7 +132,7 @@ def test_concurrent_creates_of_one_id(db, pb, pb_grpc):
 
 def test_concurrent_masked_updates_lose_no_field(db, pb, pb_grpc):
     emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "32"})
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     aborted = 0
     try:
         with grpc.insecure_channel(server.target) as ch:
@@ -235,7 +235,7 @@ def verify_model(stub, pb, model) -> int:
 
 def test_bounded_load_has_no_unexpected_codes_and_loses_nothing(db, pb, pb_grpc):
     emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "32"})
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     try:
         with grpc.insecure_channel(server.target) as ch:
             stub = pb_grpc.BooksServiceStub(ch)
@@ -254,7 +254,7 @@ def test_sigterm_during_load_drains_cleanly(db, pb, pb_grpc):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "32"})
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     health_seen: list[int] = []
     with grpc.insecure_channel(server.target) as ch:
         stub = pb_grpc.BooksServiceStub(ch)

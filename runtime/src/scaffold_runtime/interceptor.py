@@ -120,6 +120,30 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_PREFIX = "/grpc.health."
 
 
+def around(handler: grpc.RpcMethodHandler, guard) -> grpc.RpcMethodHandler:
+    """``handler`` with each call run inside ``guard(context, streaming)``, a context manager
+    (entered when a worker starts the call, left when its last response is sent). Used by
+    scaffold_runtime.tracing for its spans."""
+    is_stream = handler.request_streaming or handler.response_streaming
+    if not handler.response_streaming:
+        inner = handler.unary_unary or handler.stream_unary
+
+        def unary(request, context):
+            with guard(context, is_stream):
+                return inner(request, context)
+
+        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return factory(unary, handler.request_deserializer, handler.response_serializer)
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    def stream(request, context):
+        with guard(context, is_stream):
+            yield from inner_stream(request, context)
+
+    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    return factory(stream, handler.request_deserializer, handler.response_serializer)
+
+
 class Admission(grpc.ServerInterceptor):
     """Our own limit on calls in flight, instead of grpc's ``maximum_concurrent_rpcs``.
 
