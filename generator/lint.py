@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from generator import aip, protoc, schema
+from generator import aip, model, protoc, schema
 
 _COLLECTION = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 _VARIABLE = re.compile(r"^\{[a-z][a-z0-9_]*\}$")
@@ -129,7 +129,7 @@ class _Linter:
 
 def run(source: protoc.Source) -> list[Finding]:
     """Compile ``source`` and return the findings, sorted by file and line."""
-    api = schema.build(protoc.descriptor_set(source), source.files)
+    api = model.build(protoc.descriptor_set(source), source.files)
     linter = _Linter(api, source)
     targets = {f.name for f in api.files}
     for r in api.resources.values():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from generator import indexes, names, pins, protoc, schema
 from generator.errors import UsageError
+from generator.model import build as view_model
 from generator.render import snake
 from generator.workspace import Workspace
 from generator.writer import FileOwner, Outcome, Plan, write
@@ -603,16 +604,16 @@ def dependency_clients(ws: Workspace, root: Path) -> tuple[tuple[DepClient, ...]
     """The clients ``root``'s dependencies.toml asks for, the stubs of the called neurons'
     protos, and their descriptor sets joined (part of the neuron's fingerprint: a changed
     proto of a called neuron makes it stale). Raises UsageError for a dependency that is gone."""
-    from generator import depend, provenance
+    from generator import dependencies, provenance
 
     clients, stubs, descriptors = [], {}, b""
-    for dep in depend.load(root):
+    for dep in dependencies.load(root):
         other = ws.neurons_root / dep.folder
         record = provenance.load(other) if (other / "server.py").is_file() else None
         if record is None:
-            raise UsageError(f"{root.name}/{depend.FILENAME}: [{dep.alias}] names {dep.folder}, which is not a neuron "
+            raise UsageError(f"{root.name}/{dependencies.FILENAME}: [{dep.alias}] names {dep.folder}, which is not a neuron "
                              f"scaffold recorded under {ws.neurons_root}",
-                             hint=f"create it, or remove [{dep.alias}] from {root / depend.FILENAME}")
+                             hint=f"create it, or remove [{dep.alias}] from {root / dependencies.FILENAME}")
         api, dep_stubs, dep_descriptors = compile_all(source_of(ws, record), with_descriptors=True)
         descriptors += dep_descriptors
         for path, data in dep_stubs.items():
@@ -651,7 +652,7 @@ def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
             if path.is_file():
                 out[f"protobuf/{path.relative_to(stubs).as_posix()}"] = path.read_bytes()
         descriptors = descriptor.read_bytes()
-        api = schema.build(descriptors, source.files)
+        api = view_model(descriptors, source.files)
     return (api, out, descriptors) if with_descriptors else (api, out)
 
 
@@ -817,11 +818,11 @@ def create(
     model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root), declared=read_indexes(root))
     from dataclasses import replace
 
-    from generator import depend
+    from generator import dependencies
 
     clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
     stubs = {**dep_stubs, **stubs}
-    model = replace(model, dependencies=clients, callers=depend.callers(ws, root))
+    model = replace(model, dependencies=clients, callers=dependencies.callers(ws, root))
     p = plan(model, stubs, api, runtime_index=ws.runtime_index)
     notes: list[str] = []
     if update:
@@ -1030,7 +1031,7 @@ def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
     import sys
     import time
 
-    from generator import depend
+    from generator import dependencies
 
     check_runtime(sys.executable)
     ports = {root.name: port + 2 * i for i, root in enumerate(roots)}
@@ -1056,7 +1057,7 @@ def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
                 echo(f"Firestore emulator: {emu.host} (shared; each neuron uses its own database)")
             for root in roots:
                 env = {**_env(root), **shared, "PORT": str(ports[root.name]), "HOST": "127.0.0.1"}
-                for dep in depend.load(root):
+                for dep in dependencies.load(root):
                     if dep.folder in ports:
                         env[f"{dep.env}_TARGET"] = f"127.0.0.1:{ports[dep.folder]}"
                         echo(f"{root.name} -> {dep.folder}: {dep.env}_TARGET=127.0.0.1:{ports[dep.folder]}")

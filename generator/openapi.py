@@ -15,7 +15,7 @@ import json
 import re
 
 from generator import schema
-from generator.proto import singularize
+from generator.names import singular as singularize
 
 _VAR = re.compile(r"\{([a-zA-Z0-9_.]+)(?:=([^}]*))?\}")
 _SCALARS = {

@@ -16,7 +16,6 @@ def _camel(word: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\-]", word) if p)
 
 
-singularize = names.singular  # the name openapi.py imports
 
 
 def create(ws: Workspace, name: str, *, force: bool = False, dry_run: bool = False) -> tuple[Path, list[Outcome]]:
@@ -120,8 +119,8 @@ def _namespace_owned() -> frozenset[str]:
 
 def load_api(source: protoc.Source):
     """Compile in memory and build the frozen view model for the source files."""
-    from generator import schema
+    from generator import model
 
-    return schema.build(protoc.descriptor_set(source), source.files)
+    return model.build(protoc.descriptor_set(source), source.files)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import ProtoError, ToolError, UsageError
+from generator.writer import display_path
 
 _LOCK = threading.Lock()  # protoc in-process is not re-entrant; fd 2 is process-wide
 
@@ -141,15 +142,6 @@ def _run(args: list[str], cwd: Path | None = None) -> tuple[int, str]:
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
     return code, text
-
-
-def display_path(path: Path) -> str:
-    """A path relative to the current folder when it is below it, else absolute."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
 
 
 def _explain(text: str, source: Source) -> str:

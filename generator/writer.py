@@ -234,12 +234,19 @@ def write(root: Path, plan: Plan, *, dry_run: bool = False, recorded: dict[str, 
     return outcomes
 
 
+def display_path(path: Path) -> str:
+    """A path relative to the current folder when it is below it, else absolute."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
 def report(outcomes: list[Outcome], base: Path, echo, *, show_diff: bool = False) -> None:
     """Print one line per file: ``create  path`` etc."""
     for o in outcomes:
         note = f"  ({o.reason})" if o.reason else ""
-        from generator.protoc import display_path
-
         echo(f"{o.action.value:>9}  {display_path(base / o.path)}{note}")
         if show_diff and o.diff:
             echo(o.diff.rstrip("\n"))

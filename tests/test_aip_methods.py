@@ -156,7 +156,7 @@ def test_long_running_create_and_the_operations_service(library):
     listed = ops.ListOperations(operations_pb2.ListOperationsRequest(filter="done = true"))
     assert [o.name for o in listed.operations] == [op.name]
     assert not ops.ListOperations(operations_pb2.ListOperationsRequest(filter="done = false")).operations
-    bad = lambda: ops.ListOperations(operations_pb2.ListOperationsRequest(filter="name = 'x'"))  # noqa: E731
+    bad = lambda: ops.ListOperations(operations_pb2.ListOperationsRequest(filter="name = 'x'"))
     assert code_of(bad)[0] == grpc.StatusCode.INVALID_ARGUMENT
     ops.CancelOperation(operations_pb2.CancelOperationRequest(name=op.name))  # done: no effect
     assert ops.GetOperation(operations_pb2.GetOperationRequest(name=op.name)).response == op.response
@@ -189,7 +189,6 @@ def test_background_operations_report_progress_and_honour_cancel(emulator, monke
     from google.longrunning import operations_pb2, operations_pb2_grpc
     from google.protobuf import wrappers_pb2
     from google.rpc import code_pb2
-
     from scaffold_runtime import operations
 
     emulator.wipe("(default)")
@@ -268,7 +267,7 @@ def test_real_apikeys_proto_soft_deletes_through_operations(apikeys):
         assert http.post(f"{base}/k1:undelete", json={}).status_code == 409
         assert len(http.get(base).json()["keys"]) == 2
     # Its generated tests (contract included) pass on the same emulator.
-    from tests.conftest import run_neuron_tests  # noqa: PLC0415
+    from tests.conftest import run_neuron_tests
 
     result = run_neuron_tests(root)
     assert result.returncode == 0, result.stdout[-3000:]

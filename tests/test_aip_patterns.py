@@ -89,7 +89,7 @@ def test_googleapis_neurons_serve_the_patterns_they_declare(workspace, scaffold,
     assert "failed" not in result.stdout
 
 
-def test_store_errors_carry_aip193_details(env):  # noqa: F811
+def test_store_errors_carry_aip193_details(env):
     from scaffold_runtime.status import details_of
 
     shelves, books = library_stores(env)
@@ -107,7 +107,7 @@ def test_store_errors_carry_aip193_details(env):  # noqa: F811
     assert [v.field for d in details_of(err) if d.DESCRIPTOR.name == "BadRequest" for v in d.field_violations] == ["name"]
 
 
-def test_list_filters_and_orders_a_real_googleapis_resource(env):  # noqa: F811
+def test_list_filters_and_orders_a_real_googleapis_resource(env):
     shelves, books = library_stores(env)
     shelf = env.h.run(lambda ctx: shelves.create(ctx, env.library.Shelf(theme="t")), env.library.Shelf)
     for i, author in enumerate(["b", "a", "c", "a"]):
@@ -135,7 +135,7 @@ def test_list_filters_and_orders_a_real_googleapis_resource(env):  # noqa: F811
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.details()
 
 
-def test_gateway_renders_aip193_details_as_google_apis_do(library):  # noqa: F811
+def test_gateway_renders_aip193_details_as_google_apis_do(library):
     import httpx
 
     _root, url = library

@@ -213,10 +213,10 @@ def _message(line: str) -> str:
 
 def _get_routes(corpus: Path, rel: str) -> list[tuple[str, str]]:
     """(concrete URL path, /pkg.Service/Method) for every GET binding of a unary method."""
-    from generator import aip, protoc, schema
+    from generator import aip, model, protoc
 
     src = protoc.source_for([corpus / rel], [corpus])
-    api = schema.build(protoc.descriptor_set(src), src.files)
+    api = model.build(protoc.descriptor_set(src), src.files)
     out = []
     for svc in api.services:
         for m in svc.methods:

@@ -140,7 +140,7 @@ def test_hand_edits_to_generated_files_are_conflicts(books, workspace, scaffold)
 
 
 def test_update_refuses_a_downgrade(books, scaffold):
-    edit(books / provenance.FILENAME, lambda t: re.sub(r'^scaffold = ".*"$', 'scaffold = "9.0.0"', t, flags=re.M))
+    edit(books / provenance.FILENAME, lambda t: re.sub(r'^scaffold = ".*"$', 'scaffold = "9.0.0"', t, flags=re.MULTILINE))
     result = scaffold("neuron", "update", NAME)
     assert result.code == 2 and "made by scaffold 9.0.0, newer than this scaffold" in result.err
 

@@ -118,7 +118,7 @@ def test_secretmanager_custom_verbs(secretmanager):
         assert google_error(http.get(f"/v1/{name}:disable"), 405)["status"] == "UNIMPLEMENTED"
 
 
-def test_server_streaming(echo):  # noqa: F811 - a fixture
+def test_server_streaming(echo):
     with httpx.Client(base_url=echo.url, timeout=30) as http:
         r = http.get("/v1/count/7", params={"times": 3})
         lines = [json.loads(line) for line in r.text.splitlines()]
@@ -133,7 +133,7 @@ def test_server_streaming(echo):  # noqa: F811 - a fixture
         assert google_error(http.get("/v1/count/7", params={"times": "x"}), 400)["status"] == "INVALID_ARGUMENT"
 
 
-def test_client_and_bidi_streaming_answer_501(echo):  # noqa: F811 - a fixture
+def test_client_and_bidi_streaming_answer_501(echo):
     with httpx.Client(base_url=echo.url, timeout=30) as http:
         collect = google_error(http.post("/v1/collect", json={}), 501)
         chat = google_error(http.post("/v1/chat", json={}), 501)
@@ -142,7 +142,7 @@ def test_client_and_bidi_streaming_answer_501(echo):  # noqa: F811 - a fixture
         assert "Chat is a bidirectional-streaming method" in chat["message"]
 
 
-def test_streaming_in_openapi(echo_neuron):  # noqa: F811 - a fixture
+def test_streaming_in_openapi(echo_neuron):
     from openapi_spec_validator import validate
 
     root, _server = echo_neuron

@@ -13,7 +13,7 @@ GENERATOR = Path(__file__).resolve().parent.parent / "generator"
 # Lowest first. Within a layer, modules may import each other (without cycles).
 LAYERS = {
     "base": {"errors", "names", "provenance", "pyformat", "writer", "runtime_dist", "pins"},
-    "model": {"protoc", "aip", "schema"},
+    "model": {"protoc", "schema", "aip", "model"},
     "render": {"render", "openapi", "indexes"},
     "library": {"workspace", "proto", "lint", "merge", "neuron", "dependencies", "depend", "release", "deploy", "certs",
                 "call"},

@@ -56,10 +56,10 @@ def test_update_refuses_an_unbindable_variable_and_keeps_the_neuron(workspace, s
 
 def test_googleapis_protos_bind_only_real_fields(corpus):
     """The real-world control: well-formed bindings (nested `book.name`, several per rule) pass."""
-    from generator import aip, protoc, schema
+    from generator import aip, model, protoc
 
     for rel in ("google/example/library/v1/library.proto", "google/pubsub/v1/pubsub.proto",
                 "google/devtools/cloudbuild/v1/cloudbuild.proto"):
         src = protoc.source_for([corpus / rel], [corpus])
-        api = schema.build(protoc.descriptor_set(src), src.files)
+        api = model.build(protoc.descriptor_set(src), src.files)
         assert all(not aip.unbound_variables(m, api.messages) for s in api.services for m in s.methods), rel

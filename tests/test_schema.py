@@ -4,19 +4,19 @@ import dataclasses
 
 import pytest
 
-from generator import protoc, schema
+from generator import model, protoc, schema
 
 
 @pytest.fixture
 def books_api(workspace, scaffold):
     assert scaffold("proto", "create", "xmpl.br.resources-books-v1").code == 0
     src = protoc.source_for([workspace / "proto/xmpl/br/resources/books/v1/books.proto"], [], (workspace / "proto",))
-    return schema.build(protoc.descriptor_set(src), src.files)
+    return model.build(protoc.descriptor_set(src), src.files)
 
 
 def corpus_api(corpus, path):
     src = protoc.source_for([corpus / path], [corpus])
-    return schema.build(protoc.descriptor_set(src), src.files)
+    return model.build(protoc.descriptor_set(src), src.files)
 
 
 def test_books_model(books_api):

@@ -208,7 +208,7 @@ def test_a_page_of_large_resources_stays_under_the_client_limit(env, monkeypatch
 
 # -- issue 11.17: parents of the same neuron ------------------------------------------------
 def test_create_under_a_missing_parent_is_not_found(env):
-    shelves, books = library_stores(env)
+    _shelves, books = library_stores(env)
     err = env.h.fails(lambda ctx: books.create(ctx, env.library.Book(title="t"), parent=f"shelves/{uid()}"))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "parent" in err.details()
     orphan = env.store.ResourceStore(env.client, env.library.Book, "shelves/{shelf}/books/{book}")  # no parent store
@@ -220,7 +220,7 @@ def test_create_under_a_missing_parent_is_not_found(env):
 def test_delete_of_a_parent_with_children_needs_force(env):
     shelves, books = library_stores(env)
     shelf = env.h.run(lambda ctx: shelves.create(ctx, env.library.Shelf(theme="kids")), env.library.Shelf)
-    made = [env.h.run(lambda ctx: books.create(ctx, env.library.Book(title=str(i)), parent=shelf.name), env.library.Book)
+    made = [env.h.run(lambda ctx, i=i: books.create(ctx, env.library.Book(title=str(i)), parent=shelf.name), env.library.Book)
             for i in range(3)]
     # a grandchild in another collection (not a store of this neuron) goes too
     env.client.document(made[0].name + "/notes/n1").create({"text": "x"})

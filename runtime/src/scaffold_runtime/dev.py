@@ -152,6 +152,7 @@ def _serve(stack: contextlib.ExitStack, children: Children, signalled: list[str]
     server has stopped, or early when ``signalled`` while starting. Raise :class:`Failure`
     when a part cannot start."""
     import server
+
     from scaffold_runtime import logs
 
     emu = None

@@ -61,7 +61,7 @@ def _errors(context, name: str = ""):
     """The store's error mapping (never UNKNOWN): NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, INTERNAL."""
     from scaffold_runtime.store import ResourceStore
 
-    return ResourceStore._errors(_OPERATIONS_ERRORS, context, name)  # noqa: SLF001 - needs only the two below
+    return ResourceStore._errors(_OPERATIONS_ERRORS, context, name)
 
 
 class _OperationsErrors:
@@ -143,14 +143,14 @@ class Operations:
             op.error.CopyFrom(status_pb2.Status(code=code_pb2.CANCELLED, message="the operation was cancelled"))
         except Failed as exc:
             op.error.CopyFrom(status_pb2.Status(code=exc.code.value[0], message=exc.message))
-        except Exception:  # noqa: BLE001 - the operation records INTERNAL, never the exception text
-            log.error("operation %s failed", job.name, exc_info=True)
+        except Exception:
+            log.exception("operation %s failed", job.name)
             op.error.CopyFrom(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
         op.done = True
         try:
             self._save(op)
-        except Exception:  # noqa: BLE001 - nobody to answer: log it
-            log.error("could not record the end of operation %s", job.name, exc_info=True)
+        except Exception:
+            log.exception("could not record the end of operation %s", job.name)
 
     # -- reads ----------------------------------------------------------------------------
     def _check(self, name: str) -> str:

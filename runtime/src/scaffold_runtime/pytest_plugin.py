@@ -99,9 +99,8 @@ def server(request, _uses_firestore):
 @pytest.fixture(scope="session")
 def channel(server):
     """A channel from the neuron's own client (client.py)."""
-    import grpc
-
     import client
+    import grpc
 
     ch = client.connect(server)
     grpc.channel_ready_future(ch).result(timeout=10)

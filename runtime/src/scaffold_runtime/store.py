@@ -256,9 +256,8 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, gexc.InternalServerError) as exc:
             log.warning("firestore unavailable: %s", type(exc).__name__, extra={"fields": {"error": str(exc)[:300]}})
             fail(C.UNAVAILABLE, "the database is unavailable; retry later", "DATABASE_UNAVAILABLE")
-        except Exception as exc:  # noqa: BLE001 - the last line of defence against UNKNOWN
-            log.error("store call failed: %s", type(exc).__name__, exc_info=True,
-                      extra={"fields": {"resource": name[:200]}})
+        except Exception as exc:
+            log.exception("store call failed: %s", type(exc).__name__, extra={"fields": {"resource": name[:200]}})
             fail(C.INTERNAL, "internal error", "INTERNAL")
 
     def _now(self) -> datetime.datetime:
