@@ -19,7 +19,8 @@ from tests.helpers import ServerProcess, free_port, import_stubs
 BOOKS = "xmpl.br.resources-books-v1"
 TRANSLATOR = "xmpl.br.services-translator-v1"
 STDLIB = set(sys.stdlib_module_names)
-RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest", "requests", "starlette", "uvicorn"}
+RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest", "requests", "starlette", "uvicorn",
+                "scaffold_runtime"}  # the pinned runtime library (requirements-runtime.txt, wheels/)
 
 
 @pytest.fixture
@@ -42,8 +43,8 @@ def test_create_reports_each_file_and_renders_the_folder(workspace, scaffold):
     r = scaffold("neuron", "create", BOOKS)
     assert r.code == 0, r.output
     root = workspace / "neurons/resources-books-v1"
-    for rel in ("server.py", "methods.py", "requirements.txt", "Dockerfile", ".dockerignore",
-                "tests/conftest.py", "tests/test_books_service.py", "runtime/store.py",
+    for rel in ("server.py", "base.py", "methods.py", "requirements.txt", "requirements-runtime.txt", "Dockerfile",
+                ".dockerignore", "tests/conftest.py", "tests/test_books_service.py", "tests/test_books_service_contract.py",
                 "protobuf/xmpl/br/resources/books/v1/books_pb2_grpc.py"):
         assert (root / rel).is_file(), rel
         assert f"create  neurons/resources-books-v1/{rel}" in r.out
@@ -53,7 +54,7 @@ def test_create_reports_each_file_and_renders_the_folder(workspace, scaffold):
 
 def test_neuron_is_self_contained(books):
     """Nothing in the neuron imports scaffold or anything its requirements do not provide."""
-    local = {p.stem for p in books.glob("*.py")} | {"runtime", "tests"} | {
+    local = {p.stem for p in books.glob("*.py")} | {"tests"} | {
         p.name for p in (books / "protobuf").iterdir() if p.is_dir()
     }
     for path in books.rglob("*.py"):
@@ -86,7 +87,7 @@ def test_generated_books_neuron_passes_its_own_tests(books, emulator):
 def test_generated_services_neuron_passes_its_own_tests(translator):
     r = run_neuron_tests(translator)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "1 passed" in r.stdout
+    assert "2 passed" in r.stdout  # the service is serving; Echo answers UNIMPLEMENTED until written
     assert_reflection_lists(translator, {}, ["xmpl.br.services.translator.v1.TranslatorService"])
 
 
@@ -265,8 +266,17 @@ def test_update_reports_removed_rpcs_and_keeps_their_code(books, workspace, scaf
     before = (books / "methods.py").read_text()
     r = scaffold("neuron", "update", BOOKS)
     assert r.code == 0, r.output
-    assert "BooksService.DeleteBook is not an RPC of the proto any more" in r.out
+    # The generated base and contract tests lose DeleteBook; the user's file is not touched.
+    assert "def DeleteBook" not in (books / "base.py").read_text()
+    assert "DeleteBook" not in (books / "tests/test_books_service_contract.py").read_text()
     assert (books / "methods.py").read_text() == before
+    # A removed RPC that the user overrode is reported, never deleted (tests/test_evolution.py too).
+    (books / "methods.py").write_text(before + "\n    def ListBooks(self, request, context):\n        return super().ListBooks(request, context)\n")
+    text = proto.read_text()
+    start = text.index("  // Lists books")
+    proto.write_text(text[:start] + text[text.index("}\n", start) + 2:])
+    r = scaffold("neuron", "update", BOOKS)
+    assert r.code == 0 and "BooksService.ListBooks is not an RPC of the proto any more" in r.out, r.output
 
 
 def test_update_with_a_broken_methods_file_writes_nothing(books, workspace, scaffold):
@@ -304,7 +314,7 @@ def test_create_errors_leave_nothing(workspace, scaffold):
 def test_neuron_test_command_runs_the_neuron_suite(translator, workspace):
     r = subprocess.run([sys.executable, "-m", "generator", "neuron", "test", TRANSLATOR, "-q"],
                        cwd=workspace, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr  # serving + Echo still a stub
     bad = subprocess.run([sys.executable, "-m", "generator", "neuron", "test", "xmpl.br.services-nothing-v1"],
                          cwd=workspace, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no neuron at" in bad.stderr and "Traceback" not in bad.stderr

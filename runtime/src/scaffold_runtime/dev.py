@@ -117,7 +117,7 @@ def main() -> int:
 
     host = os.environ.setdefault("HOST", "127.0.0.1")
     port = int(os.environ.setdefault("PORT", "8080"))
-    gateway = Path(__file__).resolve().parent.parent / "gateway.py"
+    gateway = _neuron_root() / "gateway.py"
     http_port = int(os.environ.get("GATEWAY_PORT") or port + 1)
     ports = {"gRPC server": (port, "--port (PORT)")}
     if gateway.is_file():
@@ -181,7 +181,7 @@ def _serve(stack: contextlib.ExitStack, children: Children, signalled: list[str]
     if emu is not None:
         children.watch("Firestore emulator", emu.proc)
     if http_port is not None:
-        gateway = Path(__file__).resolve().parent.parent / "gateway.py"
+        gateway = _neuron_root() / "gateway.py"
         env = {**os.environ, "PORT": str(http_port), "GRPC_TARGET": f"127.0.0.1:{port}"}
         # Its own session: Ctrl-C reaches the server, which drains, then we stop the gateway.
         proc = subprocess.Popen([sys.executable, str(gateway)], env=env, stdout=subprocess.PIPE,
@@ -201,6 +201,13 @@ def _stop(proc) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def _neuron_root() -> Path:
+    """The neuron's folder (where its server.py is; ``scaffold neuron run`` runs from there)."""
+    from scaffold_runtime.testing import neuron_root
+
+    return neuron_root()
 
 
 if __name__ == "__main__":
