@@ -70,7 +70,8 @@ def summary(actions: list[str], dry_run: bool = False) -> str:
     from collections import Counter
 
     counts = Counter(actions)
-    order = ["update", "create", *sorted(a for a in counts if a not in _SUMMARY_WORDS), "skip", "identical"]
+    known = ["update", "create", "delete", "conflict"]
+    order = [*known, *sorted(a for a in counts if a not in _SUMMARY_WORDS), "skip", "identical"]
     text = ", ".join(f"{counts[a]} {_SUMMARY_WORDS.get(a, a)}" for a in order if counts[a]) or "no files"
     return f"dry run, nothing written: {text}" if dry_run else text
 

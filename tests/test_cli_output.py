@@ -27,7 +27,9 @@ def test_neuron_update_prints_changes_and_a_summary_identical_only_with_verbose(
     assert "identical  " not in quiet.out and quiet.out.splitlines() == [f"{count} identical"]
     server = workspace / "neurons/resources-books-v1/server.py"
     server.write_text(server.read_text() + "# edited\n")
-    changed = scaffold("neuron", "update", BOOKS)
+    refused = scaffold("neuron", "update", BOOKS)  # a hand edit of a generated file is a conflict
+    assert refused.code == 1 and "edited by hand: server.py" in refused.err
+    changed = scaffold("neuron", "update", BOOKS, "--force")
     assert changed.out.splitlines() == ["   update  neurons/resources-books-v1/server.py", f"1 updated, {count - 1} identical"]
     verbose = scaffold("neuron", "update", BOOKS, "--verbose")
     assert "identical  neurons/resources-books-v1/server.py" in verbose.out
