@@ -46,10 +46,11 @@ def copy_example(name: str, tmp_path: Path) -> Path:
 def test_regenerating_a_workspace_changes_nothing(example, tmp_path, scaffold):
     ws = copy_example(example, tmp_path)
     before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
-    r = scaffold("neuron", "update", "--all", cwd=ws)
+    r = scaffold("neuron", "update", "--all", "--verbose", cwd=ws)
     assert r.code == 0, r.output
-    lines = [line.split() for line in r.out.splitlines() if line.strip() and not line.startswith("==")]
+    lines = [line.split() for line in r.out.splitlines() if line.startswith(" ")]  # one per file
     assert lines and all(parts[0] in ("identical", "skip") for parts in lines), r.out
+    assert not any(word in r.out for word in ("updated", "created", "deleted", "conflict")), r.out
     skipped = {parts[1] for parts in lines if parts[0] == "skip"}
     user_files = {f"neurons/{folder}/{f.format(stem=folder.split('-')[1])}"
                   for folder in WORKSPACES[example] for f in USER_FILES}
@@ -67,10 +68,11 @@ def test_regenerating_the_example_changes_nothing(example, tmp_path, scaffold):
     name, folder = EXAMPLES[example]
     ws = copy_example(example, tmp_path)
     before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
-    r = scaffold("neuron", "update", name, cwd=ws)
+    r = scaffold("neuron", "update", name, "--verbose", cwd=ws)
     assert r.code == 0, r.output
-    lines = [line.split() for line in r.out.splitlines() if line.strip()]
+    lines = [line.split() for line in r.out.splitlines() if line.startswith(" ")]  # one per file
     assert lines and all(parts[0] in ("identical", "skip") for parts in lines), r.out
+    assert not any(word in r.out for word in ("updated", "created", "deleted", "conflict")), r.out
     skipped = {parts[1] for parts in lines if parts[0] == "skip"}
     stem = "books" if example == "books" else "translator"
     assert skipped <= {f"neurons/{folder}/{f}" for f in ("methods.py", "tests/conftest.py", f"tests/test_{stem}_service.py")}
