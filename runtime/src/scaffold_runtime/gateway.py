@@ -756,4 +756,5 @@ def serve(rules: list[Rule]) -> None:
     log.info("gateway listening on port %d, calling %s", port, os.environ.get("GRPC_TARGET", "127.0.0.1:8080"))
     protocol = header_deadline_protocol(float(os.environ.get("GATEWAY_HEADER_TIMEOUT_SECONDS", "10")))
     uvicorn.run(create_app(rules), host=host, port=port, log_level="warning", timeout_graceful_shutdown=8,
-                http=protocol, loop="auto", h11_max_incomplete_event_size=64 * 1024)
+                http=protocol, loop="auto", h11_max_incomplete_event_size=64 * 1024,
+                access_log=False, proxy_headers=False, server_header=False)  # nothing reads them: less work per call
