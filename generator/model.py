@@ -30,7 +30,7 @@ from generator.schema import (
 def _options():
     """Import the extension modules so option extensions parse out of the descriptor set."""
     from google.api import annotations_pb2, client_pb2, field_behavior_pb2, resource_pb2
-    from google.longrunning import operations_pb2
+    from google.longrunning import operations_proto_pb2 as operations_pb2  # operations_pb2 would import grpc (~50 ms)
 
     return annotations_pb2, client_pb2, field_behavior_pb2, resource_pb2, operations_pb2
 

@@ -24,11 +24,56 @@ def _ruff() -> str | None:
         return None
 
 
+def _cache_dir() -> Path:
+    """Formatted sources, per user (as render.py caches compiled templates): ~/.cache/scaffold/ruff."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scaffold" / "ruff"
+
+
+def _cache_key(ruff: str, config: str, rel: str, text: str) -> str:
+    """What ``ruff format`` gives for ``text`` depends on the binary, the config, the path and the text."""
+    import hashlib
+    import os
+
+    st = os.stat(ruff)
+    h = hashlib.sha256(f"{ruff}\0{st.st_size}\0{st.st_mtime_ns}\0{rel}\0".encode())
+    for part in (config, text):
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def format_sources(files: dict[str, str], config: str) -> dict[str, str]:
-    """``files`` (relative path -> Python source) formatted with the ruff.toml text ``config``."""
+    """``files`` (relative path -> Python source) formatted with the ruff.toml text ``config``.
+
+    Each result is kept under ~/.cache/scaffold/ruff by a hash of the ruff binary, config, path
+    and text, so only files not formatted before run through ruff (one subprocess for them all).
+    A cache that cannot be read or written is skipped."""
     ruff = _ruff()
     if ruff is None or not files:
         return files
+    cache = _cache_dir()
+    keys = {rel: _cache_key(ruff, config, rel, text) for rel, text in files.items()}
+    out: dict[str, str] = {}
+    for rel, key in keys.items():
+        try:
+            out[rel] = (cache / f"{key}.py").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pass
+    todo = {rel: text for rel, text in files.items() if rel not in out}
+    if not todo:
+        return out
+    formatted = _format(ruff, todo, config)
+    if formatted is None:  # a template produced invalid Python: keep it as rendered, tests will say so
+        return files
+    for rel, text in formatted.items():
+        _store(cache / f"{keys[rel]}.py", text)
+    return {rel: out.get(rel, formatted.get(rel)) for rel in files}
+
+
+def _format(ruff: str, files: dict[str, str], config: str) -> dict[str, str] | None:
+    """``ruff format`` over ``files`` in a temporary folder; None when ruff fails."""
     with tempfile.TemporaryDirectory(prefix="scaffold-fmt-") as tmp:
         root = Path(tmp)
         (root / "ruff.toml").write_text(config, encoding="utf-8")
@@ -37,9 +82,23 @@ def format_sources(files: dict[str, str], config: str) -> dict[str, str]:
             (root / rel).write_text(text, encoding="utf-8")
         r = subprocess.run([ruff, "format", "--quiet", "--config", str(root / "ruff.toml"), "--no-cache", str(root)],
                            capture_output=True, text=True, check=False)
-        if r.returncode != 0:  # a template produced invalid Python: keep it as rendered, tests will say so
-            return files
+        if r.returncode != 0:
+            return None
         return {rel: (root / rel).read_text(encoding="utf-8") for rel in files}
+
+
+def _store(path: Path, text: str) -> None:
+    """Write ``path`` atomically (a temporary file renamed into place); skipped when it cannot be."""
+    import os
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        return
 
 
 def sort_imports(text: str, config: str, name: str = "module.py") -> str:

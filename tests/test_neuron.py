@@ -19,7 +19,7 @@ from tests.helpers import ServerProcess, free_port, import_stubs
 BOOKS = "xmpl.br.resources-books-v1"
 TRANSLATOR = "xmpl.br.services-translator-v1"
 STDLIB = set(sys.stdlib_module_names)
-RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest", "requests", "starlette", "uvicorn",
+RUNTIME_DEPS = {"grpc", "grpc_health", "grpc_reflection", "google", "pytest", "requests", "uvicorn",
                 "scaffold_runtime"}  # the pinned runtime library (requirements-runtime.txt, wheels/)
 
 
@@ -71,7 +71,7 @@ def test_neuron_is_self_contained(books):
                 assert top in STDLIB | RUNTIME_DEPS | local | {"__future__"}, f"{path.name} imports {m}"
     reqs = (books / "requirements.txt").read_text()
     for dist in ("grpcio==", "grpcio-health-checking==", "grpcio-reflection==", "protobuf==", "google-cloud-firestore==",
-                 "google-auth==", "requests==", "starlette==", "uvicorn=="):
+                 "google-auth==", "requests==", "uvicorn==", "httptools==", "uvloop=="):
         assert dist in reqs
     import google.protobuf
 

@@ -126,13 +126,15 @@ def traced_a(neurons):
 
 
 def post(app, path: str, headers: dict | None = None) -> httpx.Response:
-    """POST ``path`` to the gateway app in-process (its lifespan closes its gRPC channel)."""
+    """POST ``path`` to the gateway app in-process (app.aclose() then closes its gRPC channel)."""
 
     async def go():
-        async with app.router.lifespan_context(app):
+        try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
                 return await http.post(path, json={}, headers=headers or {}, timeout=30)
+        finally:
+            await app.aclose()
 
     return asyncio.run(go())
 

@@ -55,7 +55,7 @@ def test_each_extra_declares_what_its_modules_import():
         "grpcio": {"grpc"}, "grpcio-health-checking": {"grpc_health"}, "grpcio-reflection": {"grpc_reflection"},
         "protobuf": {"google.protobuf"}, "googleapis-common-protos": {"google.api", "google.rpc", "google.type", "google.longrunning"},
         "google-cloud-firestore": {"google.cloud.firestore", "google.cloud.firestore_v1", "google.api_core"},
-        "starlette": {"starlette"}, "uvicorn": {"uvicorn"}, "google-auth": {"google.auth", "google.oauth2"},
+        "uvicorn": {"uvicorn"}, "httptools": {"httptools"}, "uvloop": {"uvloop"}, "google-auth": {"google.auth", "google.oauth2"},
         "requests": {"requests"}, "pytest": {"pytest"}, "lark": {"lark"}, "h11": {"h11"},
         "opentelemetry-api": {"opentelemetry.trace", "opentelemetry.context"},
         "opentelemetry-sdk": {"opentelemetry.sdk"},
