@@ -585,8 +585,10 @@ def default_dir(proto: str) -> str:
 
 def _check_same_neuron(root: Path, source: protoc.Source) -> None:
     """Refuse a folder that holds a neuron made from another proto: it has no stubs of ours."""
+    from generator.release import serves_released
+
     own_stub = root / "protobuf" / (Path(source.files[0]).with_suffix("").as_posix() + "_pb2.py")
-    if not (root / "server.py").is_file() or own_stub.is_file():
+    if not (root / "server.py").is_file() or own_stub.is_file() or serves_released(root, source.files[0]):
         return
     first = (root / "server.py").read_text(encoding="utf-8", errors="replace").partition("\n")[0]
     made_from = first.removeprefix('"""gRPC server for ').rstrip(".")
@@ -655,9 +657,11 @@ def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
     return (api, out, descriptors) if with_descriptors else (api, out)
 
 
-def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_index: str = "") -> Plan:
+def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_index: str = "", pin=None) -> Plan:
     """Every file of the neuron, with its owner. ``runtime_index``: install scaffold-runtime
-    from this package index instead of carrying its wheel in ``wheels/``."""
+    from this package index instead of carrying its wheel in ``wheels/``. ``pin``: a
+    release.Pin when the proto's stubs are installed from their release (``stubs`` then holds
+    only other protos' stubs)."""
     from generator.render import render
     from generator.runtime_dist import wheel
 
@@ -681,7 +685,9 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
                                               index=runtime_index, **ctx), FileOwner.GENERATED)
     if not runtime_index:
         p.add(f"wheels/{runtime.filename}", runtime.data, FileOwner.GENERATED)
-    p.add("Dockerfile", render("neuron/Dockerfile.j2", index=runtime_index, **ctx), FileOwner.GENERATED)
+    if pin is not None:
+        p.add("requirements-stubs.txt", render("neuron/requirements-stubs.txt.j2", pin=pin, **ctx), FileOwner.GENERATED)
+    p.add("Dockerfile", render("neuron/Dockerfile.j2", index=runtime_index, pin=pin, **ctx), FileOwner.GENERATED)
     p.add(".dockerignore", render("neuron/dockerignore.j2", **ctx), FileOwner.GENERATED)
     p.add("pytest.ini", render("neuron/pytest.ini.j2", **ctx), FileOwner.GENERATED)
     p.add("ruff.toml", render("neuron/ruff.toml.j2", **ctx), FileOwner.GENERATED)
@@ -702,8 +708,11 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
         parts = rel.split("/")[1:-1]
         for i in range(1, len(parts) + 1):
             folders.add("/".join(parts[:i]))
+    # With released stubs installed, folders above the stub modules stay namespace packages (as in
+    # the released package), so protobuf/xmpl/ does not hide the installed xmpl.br.resources….
+    holding = {rel.split("/", 1)[1].rpartition("/")[0] for rel in stubs if rel.endswith(".py")}
     for folder in sorted(folders):
-        if folder.split("/")[0] not in ("google", "grpc"):
+        if folder.split("/")[0] not in ("google", "grpc") and (pin is None or folder in holding):
             p.add(f"protobuf/{folder}/__init__.py", "", FileOwner.GENERATED)
     return p
 
@@ -789,11 +798,16 @@ def create(
     update: bool = False,
     force: bool = False,
     origin: Origin | None = None,
+    stubs_from: str | None = None,
+    stubs_version: str | None = None,
 ) -> Result:
     """Render ``neurons/<dir>/``. ``update`` allows an existing folder and merges user files.
+    ``stubs_from``: ``"copied"`` (stubs in protobuf/), ``"released"`` (installed from the
+    proto's release, ``stubs_version`` or the latest) or None (what the neuron chose before).
 
-    Raises UsageError for a missing/existing folder or a downgrade, ConflictError when a
-    generated file was edited by hand (unless ``force``).
+    Raises UsageError for a missing/existing folder, a downgrade, or released stubs that do not
+    exist or do not match the proto; ConflictError when a generated file was edited by hand
+    (unless ``force``).
     """
     from generator import __version__, provenance
     from generator.runtime_dist import wheel
@@ -820,9 +834,13 @@ def create(
     from generator import depend
 
     clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
-    stubs = {**dep_stubs, **stubs}
+    # Issue 15: a release pin replaces the proto's own stubs (release.neuron_stubs says which).
+    from generator import release
+
+    pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
+    stubs = {**dep_stubs, **stubs} if pin is None else {k: v for k, v in dep_stubs.items() if k not in stubs}
     model = replace(model, dependencies=clients, callers=depend.callers(ws, root))
-    p = plan(model, stubs, api, runtime_index=ws.runtime_index)
+    p = plan(model, stubs, api, runtime_index=ws.runtime_index, pin=pin)
     notes: list[str] = []
     if update:
         from generator import merge
@@ -836,6 +854,8 @@ def create(
     rec = provenance.Record(
         scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors + dep_descriptors),
         name=origin.name, protos=origin.protos, includes=origin.includes, out=out or "", files=files,
+        **({"stubs_distribution": pin.distribution, "stubs_version": pin.version, "stubs_protos": pin.protos}
+           if pin else {}),
     )
     p.add(provenance.FILENAME, rec.render(), FileOwner.GENERATED)
     # The neuron's Terraform calls the workspace's shared module: keep it present and current.
@@ -916,6 +936,9 @@ def check(ws: Workspace, root: Path) -> list[str]:
         if provenance.sha256(descriptors) != record.descriptors:
             problems.append("its proto changed since it was generated"
                             + (" (or the proto of a neuron it calls)" if dep_descriptors else ""))
+    from generator import release
+
+    problems += filter(None, [release.stale_pin(ws, record)])
     for path, digest in sorted(record.files.items()):
         target = root / path
         if not target.is_file():
