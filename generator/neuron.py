@@ -995,7 +995,10 @@ def run(root: Path, port: int, gateway_port: int | None = None) -> int:
     import subprocess
     import sys
 
+    from generator.release import check_installed
+
     check_runtime(sys.executable)
+    check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     env = _env(root)
     env["PORT"] = str(port)
     env["GATEWAY_PORT"] = str(gateway_port or port + 1)
@@ -1019,7 +1022,10 @@ def test(root: Path, pytest_args: list[str]) -> int:
     import subprocess
     import sys
 
+    from generator.release import check_installed
+
     check_runtime(sys.executable)
+    check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=root, env=_env(root))
 
 
@@ -1054,8 +1060,11 @@ def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
     import time
 
     from generator import depend
+    from generator.release import check_installed
 
     check_runtime(sys.executable)
+    for root in roots:
+        check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     ports = {root.name: port + 2 * i for i, root in enumerate(roots)}
     busy = [p for p in range(port, port + 2 * len(roots)) if not _port_free(p)]
     if busy:

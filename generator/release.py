@@ -532,3 +532,22 @@ def serves_released(root: Path, proto: str) -> bool:
     except ConflictError:
         return False
     return record is not None and proto in record.stubs_protos
+
+
+def check_installed(python: str, root: Path) -> None:
+    """For a neuron on released stubs: raise :class:`ToolError` unless ``python`` has exactly
+    the pinned release installed (``neuron run``/``test`` import the stubs from there)."""
+    from generator import provenance
+
+    record = provenance.load(root)
+    if record is None or not record.stubs_distribution:
+        return
+    probe = f"import importlib.metadata as m; print(m.version({record.stubs_distribution!r}))"
+    r = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False, timeout=60)
+    found = r.stdout.strip() if r.returncode == 0 else ""
+    if found != record.stubs_version:
+        raise ToolError(
+            f"{root.name} runs on the released stubs {record.stubs_distribution}=={record.stubs_version}, but {python} has "
+            + (f"{found} installed" if found else "none installed"),
+            hint=f"in {root}: pip install --no-deps -r {STUBS_REQUIREMENTS}",
+        )

@@ -13,12 +13,14 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tomllib
 import venv
 from pathlib import Path
 
 import pytest
 
+from generator import release
 from tests.helpers import ServerProcess
 from tests.release_support import BOOKS, DIST, edit, log
 from tests.test_release import CLIENT
@@ -89,6 +91,10 @@ def test_released_stubs_pin_follow_releases_and_refuse_a_changed_proto(books, sc
     assert record["stubs"] == {"distribution": DIST, "version": "1.0.0", "protos": [entry["protos"][0]]}
     assert record["files"]["requirements-stubs.txt"]
     assert scaffold("neuron", "check", BOOKS).code == 0
+    # Run locally, the stubs come from this Python's packages: without them, one message.
+    r = scaffold("neuron", "test", BOOKS)
+    assert r.code == 1 and f"runs on the released stubs {DIST}==1.0.0, but" in r.err and "none installed" in r.err
+    assert "pip install --no-deps -r requirements-stubs.txt" in r.err and "Traceback" not in r.output
 
     # Only a comment changed: the stubs are the same, so the release still matches.
     edit(books, "  string description = 3", "  // What the book is about.\n  string description = 3")
@@ -141,6 +147,33 @@ def test_a_missing_release_descriptor_set_is_one_message(books, scaffold, rel):
     assert not (books / "neurons").exists()
 
 
+def test_a_called_neurons_stubs_stay_in_protobuf_beside_the_released_ones(books, scaffold, index, rel, tmp_path):
+    rel("1.0.0")
+    assert scaffold("proto", "create", "xmpl.br.resources-authors-v1").code == 0
+    assert scaffold("neuron", "create", "xmpl.br.resources-authors-v1").code == 0
+    assert scaffold("neuron", "create", BOOKS, "--stubs", "released").code == 0
+    r = scaffold("neuron", "depend", FOLDER, "resources-authors-v1")
+    assert r.code == 0, r.output
+    root = books / "neurons" / FOLDER
+    authors = "protobuf/xmpl/br/resources/authors/v1"
+    assert (root / authors / "authors_pb2_grpc.py").is_file() and (root / authors / "__init__.py").is_file()
+    assert not (root / OWN_STUBS).exists()
+    # Folders above the modules stay namespace packages: protobuf/xmpl/ must not hide the installed xmpl.br….
+    assert not (root / "protobuf" / "xmpl" / "__init__.py").exists()
+    assert stubs_pin(root)[1] == f"{DIST}==1.0.0"  # depend's update kept the released stubs
+    site = tmp_path / "site"
+    wheel = next(index.folder.glob("*.whl"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+                         capture_output=True, text=True, timeout=120)
+    assert pip.returncode == 0, pip.stderr
+    probe = ("import xmpl.br.resources.books.v1.books_pb2_grpc as b, xmpl.br.resources.authors.v1.authors_pb2_grpc as a;"
+             "print(b.__file__); print(a.__file__)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "protobuf"), str(site)])}
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith(str(site)) and r.stdout.splitlines()[1].startswith(str(root / "protobuf"))
+
+
 def _dockerfile_pip_steps(root: Path) -> list[list[str]]:
     """The build stage's `/venv/bin/pip …` commands of the neuron's Dockerfile, as argv lists."""
     text = (root / "Dockerfile").read_text().replace("\\\n", " ")
@@ -169,6 +202,7 @@ def test_neuron_runs_on_released_stubs_installed_from_the_index(books, scaffold,
                            cwd=tmp_path, capture_output=True, text=True, env=env)
     assert where.returncode == 0 and where.stdout.startswith(str(env_dir)), where.stdout + where.stderr
     assert not (root / OWN_STUBS).exists()
+    release.check_installed(py, root)  # `neuron run`/`test` with this Python would accept it
 
     server = ServerProcess(root, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-relneuron",
                                   "FIRESTORE_TIMEOUT_SECONDS": "30"}, python=py)
