@@ -174,6 +174,30 @@ def test_a_called_neurons_stubs_stay_in_protobuf_beside_the_released_ones(books,
     assert r.stdout.splitlines()[0].startswith(str(site)) and r.stdout.splitlines()[1].startswith(str(root / "protobuf"))
 
 
+def test_the_hash_pin_refuses_a_swapped_wheel_on_the_index(books, scaffold, index, rel, tmp_path):
+    """--extra-index-url lets another index offer the name too; the recorded sha256 decides."""
+    import zipfile
+
+    rel("1.0.0")
+    assert scaffold("neuron", "create", BOOKS, "--stubs", "released").code == 0
+    root = books / "neurons" / FOLDER
+
+    def install(target: str):
+        return subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--require-hashes",
+                               "--target", str(tmp_path / target), "-r", "requirements-stubs.txt"],
+                              cwd=root, capture_output=True, text=True, timeout=180)
+
+    ok = install("good")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (tmp_path / "good" / "xmpl" / "br" / "resources" / "books" / "v1" / "books_pb2.py").is_file()
+    wheel = next(index.folder.glob("*.whl"))
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr("xmpl/br/resources/books/v1/evil.py", "raise SystemExit('swapped')\n")
+    bad = install("bad")
+    assert bad.returncode != 0 and "DO NOT MATCH THE HASHES" in bad.stderr, bad.stdout + bad.stderr
+    assert not (tmp_path / "bad" / "xmpl").exists()
+
+
 def _dockerfile_pip_steps(root: Path) -> list[list[str]]:
     """The build stage's `/venv/bin/pip …` commands of the neuron's Dockerfile, as argv lists."""
     text = (root / "Dockerfile").read_text().replace("\\\n", " ")
