@@ -228,14 +228,27 @@ def _show(result, ws, dry_run: bool, verbose: bool = False) -> None:
     echo(counts)
 
 
+StubsOpt = Annotated[
+    str | None,
+    typer.Option("--stubs", help="Where the proto's stubs come from: 'copied' into protobuf/, or 'released': installed "
+                                 "from its latest `scaffold proto release` (default: the neuron's choice so far, "
+                                 "else copied).", show_default=False),
+]
+StubsVersionOpt = Annotated[
+    str | None,
+    typer.Option("--stubs-version", help="With --stubs released: this release instead of the latest.",
+                 show_default=False),
+]
+
+
 def _render_neuron(name, proto_file, include, out, dry_run: bool, update: bool, force: bool = False,
-                   verbose: bool = False):
+                   verbose: bool = False, stubs: str | None = None, stubs_version: str | None = None):
     from generator import neuron, proto
 
     ws = _workspace()
     source = proto.resolve(ws, name, proto_file, include)
     result = neuron.create(ws, source, name, out=out, dry_run=dry_run, update=update, force=force,
-                           origin=_origin(ws, name, proto_file, include))
+                           origin=_origin(ws, name, proto_file, include), stubs_from=stubs, stubs_version=stubs_version)
     _show(result, ws, dry_run, verbose)
     return result
 
@@ -248,9 +261,12 @@ def neuron_create(
     out: OutOpt = None,
     dry_run: DryRunOpt = False,
     verbose: VerboseOpt = False,
+    stubs: StubsOpt = None,
+    stubs_version: StubsVersionOpt = None,
 ) -> None:
     """Render neurons/KIND-NAME-VERSION/: server, base servicers, your methods, tests, Dockerfile, stubs."""
-    result = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose)
+    result = _render_neuron(name, proto_file, include, out, dry_run, update=False, verbose=verbose, stubs=stubs,
+                            stubs_version=stubs_version)
     if not dry_run:
         echo(f"next: scaffold neuron test {name or '--out ' + result.root.name}   # runs its tests against the Firestore emulator")
 
@@ -268,22 +284,26 @@ def neuron_update(
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
+    stubs: StubsOpt = None,
+    stubs_version: StubsVersionOpt = None,
 ) -> None:
     """Regenerate a neuron after its proto or scaffold changed; your code is kept, new RPCs get stubs.
     Prints the files that changed and a one-line summary (--verbose: every file)."""
     if all_neurons:
         from generator import neuron
 
-        if name or proto_file or out:
+        if name or proto_file or out or stubs or stubs_version:
             from generator.errors import UsageError
 
-            raise UsageError("--all updates every neuron; leave out NAME, --proto and --out")
+            raise UsageError("--all updates every neuron as recorded; leave out NAME, --proto, --out, --stubs and "
+                             "--stubs-version")
         ws = _workspace()
         for result in neuron.update_all(ws, dry_run=dry_run, force=force):
             echo(f"== {result.root.name}")
             _show(result, ws, dry_run, verbose)
         return
-    _render_neuron(name, proto_file, include, out, dry_run, update=True, force=force, verbose=verbose)
+    _render_neuron(name, proto_file, include, out, dry_run, update=True, force=force, verbose=verbose, stubs=stubs,
+                   stubs_version=stubs_version)
 
 
 @neuron_app.command("check")

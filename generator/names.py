@@ -231,3 +231,16 @@ def nouns(name: str) -> Nouns:
         type_name=camel(words_one, True),
         plural_type=camel(words_many, True),
     )
+
+
+def default_folder(proto: str) -> str:
+    """The default neuron folder for a proto (virtual path): its last three folders, plus its
+    stem unless the stem repeats the folder before the version. ``a/b/v1/x.proto`` ->
+    ``a-b-v1-x``, ``google/example/library/v1/library.proto`` -> ``example-library-v1``,
+    ``x.proto`` -> ``x``."""
+    from pathlib import PurePosixPath
+
+    path = PurePosixPath(proto)
+    parts = [p for p in path.parent.as_posix().split("/") if p not in ("", ".")][-3:]
+    stem_repeated = len(parts) >= 2 and parts[-2] == path.stem
+    return folder_from("-".join(parts + ([] if stem_repeated else [path.stem])))

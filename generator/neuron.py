@@ -574,20 +574,15 @@ def neuron_dir_for(ws: Workspace, name: str | None, source: protoc.Source, out: 
     return dirname, title
 
 
-def default_dir(proto: str) -> str:
-    """The default folder for a proto (virtual path): its last three folders, plus its stem
-    unless the stem repeats the folder before the version. ``a/b/v1/x.proto`` -> ``a-b-v1-x``,
-    ``google/example/library/v1/library.proto`` -> ``example-library-v1``, ``x.proto`` -> ``x``."""
-    path = Path(proto)
-    parts = [p for p in path.parent.as_posix().split("/") if p not in ("", ".")][-3:]
-    stem_repeated = len(parts) >= 2 and parts[-2] == path.stem
-    return names.folder_from("-".join(parts + ([] if stem_repeated else [path.stem])))
+default_dir = names.default_folder  # the default folder for a proto (names.default_folder)
 
 
 def _check_same_neuron(root: Path, source: protoc.Source) -> None:
     """Refuse a folder that holds a neuron made from another proto: it has no stubs of ours."""
+    from generator.release import serves_released
+
     own_stub = root / "protobuf" / (Path(source.files[0]).with_suffix("").as_posix() + "_pb2.py")
-    if not (root / "server.py").is_file() or own_stub.is_file():
+    if not (root / "server.py").is_file() or own_stub.is_file() or serves_released(root, source.files[0]):
         return
     first = (root / "server.py").read_text(encoding="utf-8", errors="replace").partition("\n")[0]
     made_from = first.removeprefix('"""gRPC server for ').rstrip(".")
@@ -656,9 +651,11 @@ def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
     return (api, out, descriptors) if with_descriptors else (api, out)
 
 
-def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_index: str = "") -> Plan:
+def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_index: str = "", pin=None) -> Plan:
     """Every file of the neuron, with its owner. ``runtime_index``: install scaffold-runtime
-    from this package index instead of carrying its wheel in ``wheels/``."""
+    from this package index instead of carrying its wheel in ``wheels/``. ``pin``: a
+    release.Pin when the proto's stubs are installed from their release (``stubs`` then holds
+    only other protos' stubs)."""
     from generator.render import render
     from generator.runtime_dist import wheel
 
@@ -682,7 +679,9 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
                                               index=runtime_index, **ctx), FileOwner.GENERATED)
     if not runtime_index:
         p.add(f"wheels/{runtime.filename}", runtime.data, FileOwner.GENERATED)
-    p.add("Dockerfile", render("neuron/Dockerfile.j2", index=runtime_index, **ctx), FileOwner.GENERATED)
+    if pin is not None:
+        p.add("requirements-stubs.txt", render("neuron/requirements-stubs.txt.j2", pin=pin, **ctx), FileOwner.GENERATED)
+    p.add("Dockerfile", render("neuron/Dockerfile.j2", index=runtime_index, pin=pin, **ctx), FileOwner.GENERATED)
     p.add(".dockerignore", render("neuron/dockerignore.j2", **ctx), FileOwner.GENERATED)
     p.add("pytest.ini", render("neuron/pytest.ini.j2", **ctx), FileOwner.GENERATED)
     p.add("ruff.toml", render("neuron/ruff.toml.j2", **ctx), FileOwner.GENERATED)
@@ -703,8 +702,11 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
         parts = rel.split("/")[1:-1]
         for i in range(1, len(parts) + 1):
             folders.add("/".join(parts[:i]))
+    # With released stubs installed, folders above the stub modules stay namespace packages (as in
+    # the released package), so protobuf/xmpl/ does not hide the installed xmpl.br.resources….
+    holding = {rel.split("/", 1)[1].rpartition("/")[0] for rel in stubs if rel.endswith(".py")}
     for folder in sorted(folders):
-        if folder.split("/")[0] not in ("google", "grpc"):
+        if folder.split("/")[0] not in ("google", "grpc") and (pin is None or folder in holding):
             p.add(f"protobuf/{folder}/__init__.py", "", FileOwner.GENERATED)
     return p
 
@@ -790,11 +792,16 @@ def create(
     update: bool = False,
     force: bool = False,
     origin: Origin | None = None,
+    stubs_from: str | None = None,
+    stubs_version: str | None = None,
 ) -> Result:
     """Render ``neurons/<dir>/``. ``update`` allows an existing folder and merges user files.
+    ``stubs_from``: ``"copied"`` (stubs in protobuf/), ``"released"`` (installed from the
+    proto's release, ``stubs_version`` or the latest) or None (what the neuron chose before).
 
-    Raises UsageError for a missing/existing folder or a downgrade, ConflictError when a
-    generated file was edited by hand (unless ``force``).
+    Raises UsageError for a missing/existing folder, a downgrade, or released stubs that do not
+    exist or do not match the proto; ConflictError when a generated file was edited by hand
+    (unless ``force``).
     """
     from generator import __version__, provenance
     from generator.runtime_dist import wheel
@@ -821,9 +828,13 @@ def create(
     from generator import dependencies
 
     clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
-    stubs = {**dep_stubs, **stubs}
+    # Issue 15: a release pin replaces the proto's own stubs (release.neuron_stubs says which).
+    from generator import release
+
+    pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
+    stubs = {**dep_stubs, **stubs} if pin is None else {k: v for k, v in dep_stubs.items() if k not in stubs}
     model = replace(model, dependencies=clients, callers=dependencies.callers(ws, root))
-    p = plan(model, stubs, api, runtime_index=ws.runtime_index)
+    p = plan(model, stubs, api, runtime_index=ws.runtime_index, pin=pin)
     notes: list[str] = []
     if update:
         from generator import merge
@@ -837,6 +848,8 @@ def create(
     rec = provenance.Record(
         scaffold=__version__, runtime=wheel().version, descriptors=provenance.sha256(descriptors + dep_descriptors),
         name=origin.name, protos=origin.protos, includes=origin.includes, out=out or "", files=files,
+        **({"stubs_distribution": pin.distribution, "stubs_version": pin.version, "stubs_protos": pin.protos}
+           if pin else {}),
     )
     p.add(provenance.FILENAME, rec.render(), FileOwner.GENERATED)
     # The neuron's Terraform calls the workspace's shared module: keep it present and current.
@@ -917,6 +930,9 @@ def check(ws: Workspace, root: Path) -> list[str]:
         if provenance.sha256(descriptors) != record.descriptors:
             problems.append("its proto changed since it was generated"
                             + (" (or the proto of a neuron it calls)" if dep_descriptors else ""))
+    from generator import release
+
+    problems += filter(None, [release.stale_pin(ws, record)])
     for path, digest in sorted(record.files.items()):
         target = root / path
         if not target.is_file():
@@ -973,7 +989,10 @@ def run(root: Path, port: int, gateway_port: int | None = None) -> int:
     import subprocess
     import sys
 
+    from generator.release import check_installed
+
     check_runtime(sys.executable)
+    check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     env = _env(root)
     env["PORT"] = str(port)
     env["GATEWAY_PORT"] = str(gateway_port or port + 1)
@@ -997,7 +1016,10 @@ def test(root: Path, pytest_args: list[str]) -> int:
     import subprocess
     import sys
 
+    from generator.release import check_installed
+
     check_runtime(sys.executable)
+    check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=root, env=_env(root))
 
 
@@ -1032,8 +1054,11 @@ def run_many(ws: Workspace, roots: list[Path], port: int, echo=print) -> int:
     import time
 
     from generator import dependencies
+    from generator.release import check_installed
 
     check_runtime(sys.executable)
+    for root in roots:
+        check_installed(sys.executable, root)  # issue 15: released stubs are imported from this Python
     ports = {root.name: port + 2 * i for i, root in enumerate(roots)}
     busy = [p for p in range(port, port + 2 * len(roots)) if not _port_free(p)]
     if busy:

@@ -32,6 +32,10 @@ class Record:
     includes: tuple[str, ...] = ()  # -I folders, likewise
     out: str = ""  # the folder under neurons/
     files: dict[str, str] = field(default_factory=dict)  # generated file -> sha256
+    # [stubs]: set when the proto's stubs come from a released package (`--stubs released`)
+    stubs_distribution: str = ""
+    stubs_version: str = ""
+    stubs_protos: tuple[str, ...] = ()
 
     def render(self) -> str:
         def q(value: str) -> str:
@@ -53,6 +57,16 @@ class Record:
             f"includes = {arr(self.includes)}",
             f"out = {q(self.out)}",
             "",
+        ]
+        if self.stubs_distribution:
+            lines += [
+                "[stubs]  # the proto's stubs are installed from this release, not carried in protobuf/",
+                f"distribution = {q(self.stubs_distribution)}",
+                f"version = {q(self.stubs_version)}",
+                f"protos = {arr(self.stubs_protos)}",
+                "",
+            ]
+        lines += [
             "[files]  # sha256 of each generated file as scaffold wrote it",
         ]
         lines += [f"{q(path)} = {q(digest)}" for path, digest in sorted(self.files.items())]
@@ -71,6 +85,7 @@ def load(root: Path) -> Record | None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         source = data.get("source", {})
+        stubs = data.get("stubs", {})
         return Record(
             scaffold=str(data["scaffold"]),
             runtime=str(data["runtime"]),
@@ -80,8 +95,11 @@ def load(root: Path) -> Record | None:
             includes=tuple(str(p) for p in source.get("includes", [])),
             out=str(source.get("out", "")),
             files={str(k): str(v) for k, v in data.get("files", {}).items()},
+            stubs_distribution=str(stubs.get("distribution", "")),
+            stubs_version=str(stubs.get("version", "")),
+            stubs_protos=tuple(str(p) for p in stubs.get("protos", [])),
         )
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, AttributeError) as exc:
         raise ConflictError(f"cannot read {path}: {exc}",
                             hint="restore it from version control, or delete it and run `scaffold neuron update --force`") from None
 

@@ -78,13 +78,12 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 def distribution_name(ws: Workspace, name: str | None, source: protoc.Source) -> str:
     """``xmpl-br-resources-books-v1`` for NAME; ORG-PRODUCT-<folder> for ``--proto`` files."""
-    from generator import names, neuron
+    from generator import names
 
     if name:
         n = names.parse(name)
         return f"{n.org}-{n.product}-{n.neuron_dir}"
-    dirname, _title = neuron.neuron_dir_for(ws, None, source, None)
-    return f"{ws.org}-{ws.product}-{dirname}"
+    return f"{ws.org}-{ws.product}-{names.default_folder(source.files[0])}"
 
 
 def _wheel_name(distribution: str) -> str:
@@ -396,3 +395,158 @@ def release(
         return Result(pkg.distribution, version, (wheel.name, sdist.name), url,
                       previous.version if previous else None, tuple(found), tuple(recorded))
 
+
+
+# --- Neurons on released stubs (issue 15) -----------------------------------------------------
+# `scaffold neuron create|update NAME --stubs released`: the neuron installs its proto's stubs
+# from the released package instead of carrying them in protobuf/. generator/neuron.py calls
+# :func:`neuron_stubs` (create/update), :func:`stale_pin` (check) and :func:`serves_released`.
+
+STUBS_MODES = ("copied", "released")
+STUBS_REQUIREMENTS = "requirements-stubs.txt"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The released package a neuron installs its own stubs from."""
+
+    distribution: str
+    version: str
+    protos: tuple[str, ...]
+    index: str  # the simple index pip reads, e.g. https://REGION-python.pkg.dev/PROJECT/REPO/simple/
+    sha256: str  # of the wheel ("" when the release recorded none)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+def simple_index(repository_url: str) -> str:
+    """The index pip installs from for an upload URL: ``<url>/simple/`` (pypiserver, Artifact
+    Registry and devpi all serve it there); a URL already ending in ``/simple`` is kept."""
+    url = repository_url.rstrip("/")
+    return f"{url}/" if url.endswith("/simple") else f"{url}/simple/"
+
+
+def _api_of(descriptors: bytes, files: tuple[str, ...]) -> dict[str, bytes]:
+    """``files``' FileDescriptorProtos in a descriptor set, without source info (comments and
+    positions do not reach the stubs), serialised deterministically: name -> bytes."""
+    from google.protobuf import descriptor_pb2
+
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptors)
+    out = {}
+    for f in fds.file:
+        if f.name in files:
+            f.ClearField("source_code_info")
+            out[f.name] = f.SerializeToString(deterministic=True)
+    return out
+
+
+def matches_release(ws: Workspace, entry: Entry, source: protoc.Source, descriptors: bytes) -> bool:
+    """Whether the current protos (``descriptors``: their compiled set, imports included) define
+    exactly what ``entry`` released: the same descriptors for the proto and every local import
+    its package ships stubs of. Raises :class:`WorkspaceError` when the release's set is gone."""
+    from generator.errors import WorkspaceError
+
+    baseline = ws.root / entry.descriptor
+    try:
+        released = baseline.read_bytes()
+    except OSError:
+        raise WorkspaceError(f"the descriptor set of release {entry.version} is missing: {baseline}",
+                             hint="restore it from version control (releases/ is meant to be committed)") from None
+    shipped = protoc.local_closure(source)
+    return _api_of(descriptors, shipped) == _api_of(released, shipped)
+
+
+def releases_of(ws: Workspace, distribution: str) -> list[Entry]:
+    """The releases of ``distribution`` in the workspace's log, oldest first."""
+    return sorted((e for e in load_log(ws) if e.distribution == distribution), key=lambda e: parse_version(e.version))
+
+
+def pin_for(ws: Workspace, source: protoc.Source, name: str | None, descriptors: bytes,
+            version: str | None = None) -> Pin:
+    """The release a neuron of ``source`` installs its stubs from: ``version``, or the latest.
+
+    Raises :class:`UsageError` when the proto has no release (or not that version), or when
+    the current proto differs from the released one: a neuron must never serve a proto its
+    stubs do not match.
+    """
+    if version is not None:
+        parse_version(version)
+    distribution = distribution_name(ws, name, source)
+    mine = releases_of(ws, distribution)
+    command = f"scaffold proto release {name or '--proto ' + source.files[0]} --version X.Y.Z"
+    if not mine:
+        raise UsageError(f"{distribution} has no release in {LOG}, so there are no released stubs to install",
+                         hint=f"release the proto first: `{command}` (or leave out --stubs released)")
+    entry = mine[-1] if version is None else next((e for e in mine if e.version == version), None)
+    if entry is None:
+        raise UsageError(f"{distribution} {version} was never released; released: {', '.join(e.version for e in mine)}",
+                         hint="pass one of those to --stubs-version, or leave it out for the latest")
+    if not matches_release(ws, entry, source, descriptors):
+        raise UsageError(f"proto changed since release {entry.version} of {distribution}; run `scaffold proto release` first",
+                         hint=f"`{command}` with a version after {mine[-1].version}, then run this again")
+    return Pin(distribution, entry.version, entry.protos,
+               simple_index(entry.repository_url or ws.release_repository_url), entry.wheel_sha256)
+
+
+def neuron_stubs(ws: Workspace, source: protoc.Source, name: str | None, record, mode: str | None,
+                 version: str | None, own: dict[str, bytes], descriptors: bytes) -> Pin | None:
+    """How a neuron gets its own stubs: None when they are copied into protobuf/ (``own``, the
+    stubs compile_all made, stay in its plan), a :class:`Pin` when they come from a release.
+
+    ``mode``: ``"copied"``, ``"released"``, or None to keep the choice ``record`` (the neuron's
+    provenance) made. Raises :class:`UsageError` as :func:`pin_for` does, and for a
+    ``version`` without released stubs.
+    """
+    if mode is not None and mode not in STUBS_MODES:
+        raise UsageError(f"invalid --stubs {mode!r}: expected one of {', '.join(STUBS_MODES)}")
+    if mode is None:
+        mode = "released" if record is not None and record.stubs_distribution else "copied"
+    if mode == "copied":
+        if version is not None:
+            raise UsageError("--stubs-version pins released stubs; add --stubs released")
+        return None
+    return pin_for(ws, source, name, descriptors, version)
+
+
+def stale_pin(ws: Workspace, record) -> str:
+    """Why a neuron's release pin is stale ("" when it is not, or it copies its stubs)."""
+    if not record.stubs_distribution:
+        return ""
+    mine = releases_of(ws, record.stubs_distribution)
+    if not any(e.version == record.stubs_version for e in mine):
+        return f"pins {record.stubs_distribution} {record.stubs_version}, which {LOG} does not record"
+    if parse_version(mine[-1].version) > parse_version(record.stubs_version):
+        return f"pins {record.stubs_distribution} {record.stubs_version}; the latest release is {mine[-1].version}"
+    return ""
+
+
+def serves_released(root: Path, proto: str) -> bool:
+    """Whether the neuron in ``root`` serves ``proto`` from released stubs (its provenance says so)."""
+    from generator import provenance
+
+    try:
+        record = provenance.load(root)
+    except ConflictError:
+        return False
+    return record is not None and proto in record.stubs_protos
+
+
+def check_installed(python: str, root: Path) -> None:
+    """For a neuron on released stubs: raise :class:`ToolError` unless ``python`` has exactly
+    the pinned release installed (``neuron run``/``test`` import the stubs from there)."""
+    from generator import provenance
+
+    record = provenance.load(root)
+    if record is None or not record.stubs_distribution:
+        return
+    probe = f"import importlib.metadata as m; print(m.version({record.stubs_distribution!r}))"
+    r = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False, timeout=60)
+    found = r.stdout.strip() if r.returncode == 0 else ""
+    if found != record.stubs_version:
+        raise ToolError(
+            f"{root.name} runs on the released stubs {record.stubs_distribution}=={record.stubs_version}, but {python} has "
+            + (f"{found} installed" if found else "none installed"),
+            hint=f"in {root}: pip install --no-deps -r {STUBS_REQUIREMENTS}",
+        )

@@ -31,13 +31,14 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 
 
 class ServerProcess:
-    """``python server.py`` of a neuron, as Cloud Run starts it, on a free loopback port."""
+    """``python server.py`` of a neuron, as Cloud Run starts it, on a free loopback port
+    (``python``: another interpreter, e.g. of a virtual environment the test built)."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, python: str = sys.executable) -> None:
         self.port = free_port()
         full = {**os.environ, **(env or {}), "PORT": str(self.port), "HOST": "127.0.0.1"}
         full.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([sys.executable, "server.py"], cwd=root, env=full, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([python, "server.py"], cwd=root, env=full, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         # Read the output as it comes: a full pipe would block the server's log writes (and
         # with them the calls being logged).
