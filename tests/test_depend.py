@@ -13,6 +13,7 @@ import http.server
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from tests.helpers import ServerProcess, forget_package
 
 BOOKS = "xmpl.br.resources-books-v1"
 TRANSLATOR = "xmpl.br.services-translator-v1"
+EXAMPLE_BOOKS = Path(__file__).resolve().parent.parent / "examples/books/proto/xmpl/br/resources/books/v1/books.proto"
 AUDIENCE = "https://books.test.run.app"
 CALLER = "run-services-translator-v1@p.iam.gserviceaccount.com"
 # Echo("create:ID"), Echo("get:ID"), Echo("list:"): the translator calls books through its
@@ -38,7 +40,8 @@ ECHO_IMPL = '''        from xmpl.br.resources.books.v1 import books_pb2
         op, _, arg = request.text.partition(":")
         try:
             if op == "create":
-                book = books.CreateBook(books_pb2.CreateBookRequest(book_id=arg, book=books_pb2.Book(display_name=arg.upper())))
+                book = books.CreateBook(books_pb2.CreateBookRequest(book_id=arg, book=books_pb2.Book(
+                    display_name=arg.upper(), authors=["A"], publisher="P")))
             elif op == "list":
                 book = books.ListBooks(books_pb2.ListBooksRequest()).books[0]
             else:
@@ -61,6 +64,8 @@ def ws(tmp_path_factory):
         os.chdir(tmp / "ws")
         for name in (BOOKS, TRANSLATOR):
             assert cli.run(["proto", "create", name]) == 0
+            if name == BOOKS:  # the example's Books proto: the one other tests load in this process
+                shutil.copy(EXAMPLE_BOOKS, tmp / "ws/proto/xmpl/br/resources/books/v1/books.proto")
             assert cli.run(["neuron", "create", name]) == 0
         assert cli.run(["neuron", "depend", TRANSLATOR, "resources-books-v1"]) == 0
     finally:
@@ -175,7 +180,7 @@ def test_depend_records_and_generates(ws, scaffold):
     # a changed callee proto makes the caller stale
     proto = ws / "proto/xmpl/br/resources/books/v1/books.proto"
     original = proto.read_text()
-    proto.write_text(original.replace("string description = 3", "string summary = 3"))
+    proto.write_text(original.replace("string publisher = 4", "string press = 4"))
     try:
         r = scaffold("neuron", "check", TRANSLATOR, cwd=ws)
         assert r.code == 1 and "neuron it calls" in r.output
