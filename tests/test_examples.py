@@ -6,6 +6,7 @@ examples), and their own tests must pass against the real Firestore emulator.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,13 @@ ALL = sorted({**EXAMPLES, **WORKSPACES})
 NEURONS = [n for example in ALL for n in neurons(example)]
 
 
+def file_lines(out: str) -> list[list[str]]:
+    """The per-file lines of `neuron update --verbose`, each split into [action, path, ...]:
+    the action is right-aligned to 9 columns, so "identical" starts at column 0; the summary
+    line ("6 updated, ...") starts with a count and is left out."""
+    return [line.split() for line in out.splitlines() if re.match(r" *[a-z]+  \S", line)]
+
+
 def copy_example(name: str, tmp_path: Path) -> Path:
     dest = tmp_path / name
     shutil.copytree(REPO / "examples" / name, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache"))
@@ -48,7 +56,7 @@ def test_regenerating_a_workspace_changes_nothing(example, tmp_path, scaffold):
     before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
     r = scaffold("neuron", "update", "--all", "--verbose", cwd=ws)
     assert r.code == 0, r.output
-    lines = [line.split() for line in r.out.splitlines() if line.startswith(" ")]  # one per file
+    lines = file_lines(r.out)
     assert lines and all(parts[0] in ("identical", "skip") for parts in lines), r.out
     assert not any(word in r.out for word in ("updated", "created", "deleted", "conflict")), r.out
     skipped = {parts[1] for parts in lines if parts[0] == "skip"}
@@ -70,7 +78,7 @@ def test_regenerating_the_example_changes_nothing(example, tmp_path, scaffold):
     before = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
     r = scaffold("neuron", "update", name, "--verbose", cwd=ws)
     assert r.code == 0, r.output
-    lines = [line.split() for line in r.out.splitlines() if line.startswith(" ")]  # one per file
+    lines = file_lines(r.out)
     assert lines and all(parts[0] in ("identical", "skip") for parts in lines), r.out
     assert not any(word in r.out for word in ("updated", "created", "deleted", "conflict")), r.out
     skipped = {parts[1] for parts in lines if parts[0] == "skip"}

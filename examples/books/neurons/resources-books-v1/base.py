@@ -39,6 +39,7 @@ class BooksServiceBase(books_pb2_grpc.BooksServiceServicer):
             request.page_size,
             request.page_token,
             filter=request.filter,
+            order_by=request.order_by,
         )
         return books_pb2.ListBooksResponse(books=items, next_page_token=next_page_token)
 

@@ -150,6 +150,15 @@ def test_list_books_refuses_a_filter_it_cannot_serve(stub, bad):
 
 
 @pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
+def test_list_books_refuses_an_order_it_cannot_serve(stub):
+    err = assert_code(
+        lambda: stub.ListBooks(books_pb2.ListBooksRequest(order_by="no_such_field desc")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert violations(err) == ["order_by"]
+
+
+@pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
 def test_list_books_filters_by_equality(stub):
     created = [create_book(stub, seed) for seed in (1, 2, 2, 3)]
     wanted = sample(books_pb2.Book, 2).display_name
@@ -172,6 +181,26 @@ def test_list_books_page_token_is_bound_to_the_filter(stub):
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+@pytest.mark.skipif(not generated("ListBooks"), reason="ListBooks is overridden in methods.py")
+def test_list_books_orders_and_pages(stub, direction):
+    created = [create_book(stub, seed) for seed in (3, 1, 4, 1, 5, 9, 2)]
+    pages, token = [], ""
+    while True:
+        page = stub.ListBooks(
+            books_pb2.ListBooksRequest(page_size=3, page_token=token, order_by=f"display_name {direction}")
+        )
+        pages.append(list(page.books))
+        token = page.next_page_token
+        if not token:
+            break
+        assert len(pages) < 10, "pagination does not end"
+    assert [len(p) for p in pages] == [3, 3, 1]
+    values = [r.display_name for p in pages for r in p]
+    assert values == sorted(values, reverse=direction == "desc")
+    assert sorted(r.name for p in pages for r in p) == sorted(r.name for r in created)
 
 
 def test_update_book_not_found(stub):

@@ -31,7 +31,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&xmpl/br/resources/books/v1/books.proto\x12\x1axmpl.br.resources.books.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n\x04\x42ook\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61uthors\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpublisher\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:2\xea\x41/\n\x12\x62ooks.br.xmpl/Book\x12\x0c\x62ooks/{book}*\x05\x62ooks2\x04\x62ook\";\n\x0eGetBookRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x62ooks.br.xmpl/Book\"[\n\x10ListBooksRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"]\n\x11ListBooksResponse\x12/\n\x05\x62ooks\x18\x01 \x03(\x0b\x32 .xmpl.br.resources.books.v1.Book\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x11\x43reateBookRequest\x12\x34\n\x04\x62ook\x18\x01 \x01(\x0b\x32 .xmpl.br.resources.books.v1.BookB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x62ook_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x80\x01\n\x11UpdateBookRequest\x12\x34\n\x04\x62ook\x18\x01 \x01(\x0b\x32 .xmpl.br.resources.books.v1.BookB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\">\n\x11\x44\x65leteBookRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x62ooks.br.xmpl/Book2\xa4\x05\n\x0c\x42ooksService\x12z\n\x07GetBook\x12*.xmpl.br.resources.books.v1.GetBookRequest\x1a .xmpl.br.resources.books.v1.Book\"!\xda\x41\x04name\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/{name=books/*}\x12~\n\tListBooks\x12,.xmpl.br.resources.books.v1.ListBooksRequest\x1a-.xmpl.br.resources.books.v1.ListBooksResponse\"\x14\xda\x41\x00\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/books\x12\x85\x01\n\nCreateBook\x12-.xmpl.br.resources.books.v1.CreateBookRequest\x1a .xmpl.br.resources.books.v1.Book\"&\xda\x41\x0c\x62ook,book_id\x82\xd3\xe4\x93\x02\x11\"\t/v1/books:\x04\x62ook\x12\x97\x01\n\nUpdateBook\x12-.xmpl.br.resources.books.v1.UpdateBookRequest\x1a .xmpl.br.resources.books.v1.Book\"8\xda\x41\x10\x62ook,update_mask\x82\xd3\xe4\x93\x02\x1f\x32\x17/v1/{book.name=books/*}:\x04\x62ook\x12v\n\nDeleteBook\x12-.xmpl.br.resources.books.v1.DeleteBookRequest\x1a\x16.google.protobuf.Empty\"!\xda\x41\x04name\x82\xd3\xe4\x93\x02\x14*\x12/v1/{name=books/*}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&xmpl/br/resources/books/v1/books.proto\x12\x1axmpl.br.resources.books.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n\x04\x42ook\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61uthors\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpublisher\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:2\xea\x41/\n\x12\x62ooks.br.xmpl/Book\x12\x0c\x62ooks/{book}*\x05\x62ooks2\x04\x62ook\";\n\x0eGetBookRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x62ooks.br.xmpl/Book\"s\n\x10ListBooksRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"]\n\x11ListBooksResponse\x12/\n\x05\x62ooks\x18\x01 \x03(\x0b\x32 .xmpl.br.resources.books.v1.Book\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x11\x43reateBookRequest\x12\x34\n\x04\x62ook\x18\x01 \x01(\x0b\x32 .xmpl.br.resources.books.v1.BookB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x62ook_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x80\x01\n\x11UpdateBookRequest\x12\x34\n\x04\x62ook\x18\x01 \x01(\x0b\x32 .xmpl.br.resources.books.v1.BookB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\">\n\x11\x44\x65leteBookRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x62ooks.br.xmpl/Book2\xa4\x05\n\x0c\x42ooksService\x12z\n\x07GetBook\x12*.xmpl.br.resources.books.v1.GetBookRequest\x1a .xmpl.br.resources.books.v1.Book\"!\xda\x41\x04name\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/{name=books/*}\x12~\n\tListBooks\x12,.xmpl.br.resources.books.v1.ListBooksRequest\x1a-.xmpl.br.resources.books.v1.ListBooksResponse\"\x14\xda\x41\x00\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/books\x12\x85\x01\n\nCreateBook\x12-.xmpl.br.resources.books.v1.CreateBookRequest\x1a .xmpl.br.resources.books.v1.Book\"&\xda\x41\x0c\x62ook,book_id\x82\xd3\xe4\x93\x02\x11\"\t/v1/books:\x04\x62ook\x12\x97\x01\n\nUpdateBook\x12-.xmpl.br.resources.books.v1.UpdateBookRequest\x1a .xmpl.br.resources.books.v1.Book\"8\xda\x41\x10\x62ook,update_mask\x82\xd3\xe4\x93\x02\x1f\x32\x17/v1/{book.name=books/*}:\x04\x62ook\x12v\n\nDeleteBook\x12-.xmpl.br.resources.books.v1.DeleteBookRequest\x1a\x16.google.protobuf.Empty\"!\xda\x41\x04name\x82\xd3\xe4\x93\x02\x14*\x12/v1/{name=books/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,6 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTBOOKSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_LISTBOOKSREQUEST'].fields_by_name['filter']._loaded_options = None
   _globals['_LISTBOOKSREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\001'
+  _globals['_LISTBOOKSREQUEST'].fields_by_name['order_by']._loaded_options = None
+  _globals['_LISTBOOKSREQUEST'].fields_by_name['order_by']._serialized_options = b'\342A\001\001'
   _globals['_CREATEBOOKREQUEST'].fields_by_name['book']._loaded_options = None
   _globals['_CREATEBOOKREQUEST'].fields_by_name['book']._serialized_options = b'\342A\001\002'
   _globals['_CREATEBOOKREQUEST'].fields_by_name['book_id']._loaded_options = None
@@ -85,15 +87,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBOOKREQUEST']._serialized_start=548
   _globals['_GETBOOKREQUEST']._serialized_end=607
   _globals['_LISTBOOKSREQUEST']._serialized_start=609
-  _globals['_LISTBOOKSREQUEST']._serialized_end=700
-  _globals['_LISTBOOKSRESPONSE']._serialized_start=702
-  _globals['_LISTBOOKSRESPONSE']._serialized_end=795
-  _globals['_CREATEBOOKREQUEST']._serialized_start=797
-  _globals['_CREATEBOOKREQUEST']._serialized_end=893
-  _globals['_UPDATEBOOKREQUEST']._serialized_start=896
-  _globals['_UPDATEBOOKREQUEST']._serialized_end=1024
-  _globals['_DELETEBOOKREQUEST']._serialized_start=1026
-  _globals['_DELETEBOOKREQUEST']._serialized_end=1088
-  _globals['_BOOKSSERVICE']._serialized_start=1091
-  _globals['_BOOKSSERVICE']._serialized_end=1767
+  _globals['_LISTBOOKSREQUEST']._serialized_end=724
+  _globals['_LISTBOOKSRESPONSE']._serialized_start=726
+  _globals['_LISTBOOKSRESPONSE']._serialized_end=819
+  _globals['_CREATEBOOKREQUEST']._serialized_start=821
+  _globals['_CREATEBOOKREQUEST']._serialized_end=917
+  _globals['_UPDATEBOOKREQUEST']._serialized_start=920
+  _globals['_UPDATEBOOKREQUEST']._serialized_end=1048
+  _globals['_DELETEBOOKREQUEST']._serialized_start=1050
+  _globals['_DELETEBOOKREQUEST']._serialized_end=1112
+  _globals['_BOOKSSERVICE']._serialized_start=1115
+  _globals['_BOOKSSERVICE']._serialized_end=1791
 # @@protoc_insertion_point(module_scope)
