@@ -320,7 +320,21 @@ def _testing_names(stores, methods) -> tuple[str, ...]:
         names.append("sample_parent")
     if any(_unwraps_operation(s, methods) for s in stores):
         names.append("operation_result")
+    if any(_seeds_parent(s, stores, methods) for s in stores):
+        names.append("seed_document")
     return tuple(sorted(names))
+
+
+def _seeds_parent(store: Store, stores: list, methods) -> bool:
+    """Whether the contract tests write ``store``'s parent straight into the database: the parent
+    is a resource of this service (Create checks it exists) without a standard Create, and the
+    tests create ``store`` resources (Create, or Update with allow_missing)."""
+    parent = next((o for o in stores if o is not store and set(o.resource.name_shapes) & set(store.resource.parent_shapes)),
+                  None)
+    if parent is None or any(m.store is parent and m.verb == "create" for m in methods):
+        return False
+    return any(m.store is store and (m.verb == "create" or (m.verb == "update" and m.std.allow_missing_field))
+               for m in methods)
 
 
 def _soft_delete(api: schema.Api, methods: list, stores: dict) -> list:

@@ -209,7 +209,8 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         C = grpc.StatusCode
 
         def fail(code, message: str, reason: str, violations=(), **extra) -> None:
-            metadata = {"resource": name, "type": self.resource_type, **extra}
+            metadata = {**({"resource": name} if name and name != "resource" else {}), "type": self.resource_type,
+                        **extra}
             status.abort(context, code, message, reason=reason, domain=self.domain, metadata=metadata,
                          violations=violations)
 
@@ -408,7 +409,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         aip.clear_output_only(msg)
         missing = [m for m in aip.missing_required(msg) if m != self.name_field]  # the server names it
         if missing:
-            raise aip.InvalidArgument(f"{where}missing required field(s): {aip.field_list(missing)}")
+            raise aip.InvalidArgument(f"{where}missing required field(s): {aip.field_list(missing)}", field=missing)
         name = f"{path}/{resource_id}"
         setattr(msg, self.name_field, name)
         self._stamp(msg, created=True)
@@ -514,7 +515,8 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
                 aip.apply_map_key(resource, updated, at, fd, key)
         missing = aip.missing_required(updated)
         if missing:
-            raise aip.InvalidArgument(f"{where}the update would clear required field(s): {aip.field_list(missing)}")
+            raise aip.InvalidArgument(f"{where}the update would clear required field(s): {aip.field_list(missing)}",
+                                      field=missing)
         setattr(updated, self.name_field, name)
         self._stamp(updated, created=created)
         return updated

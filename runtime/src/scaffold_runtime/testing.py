@@ -266,3 +266,17 @@ def operation_result(cls, operation):
     out = cls()
     assert operation.response.Unpack(out), f"operation {operation.name} holds {operation.response.type_url}"
     return out
+
+
+def seed_document(name: str, data: dict | None = None) -> None:
+    """Write document ``name`` (a resource name) straight into the neuron's own database, for a
+    test that needs a parent the API offers no standard Create for."""
+    from google.cloud import firestore
+
+    try:
+        from server import DATABASE as neuron_database
+    except ImportError:
+        neuron_database = "(default)"
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT
+    database = os.environ.get("FIRESTORE_DATABASE") or neuron_database
+    firestore.Client(project=project, database=database).document(name).set(data or {"name": name})

@@ -91,6 +91,7 @@ def test_create_shelf_names_a_missing_required_field(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "theme" in err.details()
+    assert "theme" in violations(err) and error_info(err).reason == "INVALID_ARGUMENT_FIELD"
 
 
 def test_get_shelf_not_found(stub):
@@ -142,6 +143,7 @@ def test_create_book_names_a_missing_required_field(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "title" in err.details()
+    assert "title" in violations(err) and error_info(err).reason == "INVALID_ARGUMENT_FIELD"
 
 
 def test_create_book_rejects_a_bad_parent(stub):

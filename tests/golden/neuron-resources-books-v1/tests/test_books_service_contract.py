@@ -80,6 +80,7 @@ def test_create_book_names_a_missing_required_field(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "display_name" in err.details()
+    assert "display_name" in violations(err) and error_info(err).reason == "INVALID_ARGUMENT_FIELD"
 
 
 def test_get_book_not_found(stub):

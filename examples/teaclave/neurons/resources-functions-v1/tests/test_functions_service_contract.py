@@ -85,6 +85,7 @@ def test_create_function_names_a_missing_required_field(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "display_name" in err.details()
+    assert "display_name" in violations(err) and error_info(err).reason == "INVALID_ARGUMENT_FIELD"
 
 
 def test_create_function_rejects_a_bad_parent(stub):
