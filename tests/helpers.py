@@ -30,6 +30,23 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
             time.sleep(0.02)
 
 
+def free_block(count: int, attempts: int = 50) -> int:
+    """A port P such that P .. P + count - 1 are all free on 127.0.0.1 (for commands that take
+    one port and use the next ones too)."""
+    import socket
+
+    for _ in range(attempts):
+        base = free_port()
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 class ServerProcess:
     """``python server.py`` of a neuron, as Cloud Run starts it, on a free loopback port
     (``python``: another interpreter, e.g. of a virtual environment the test built)."""

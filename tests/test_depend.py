@@ -451,9 +451,9 @@ def test_neuron_run_starts_both_wired_and_ctrl_c_stops_all(ws, tmp_path):
     import subprocess
 
     from tests.conftest import REPO
-    from tests.helpers import free_port, wait_for_port
+    from tests.helpers import free_block, wait_for_port
 
-    port = free_port()
+    port = free_block(4)  # two servers and two gateways on port .. port + 3
     env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "PYTHONPATH")}
     env.update(PYTHONPATH=str(REPO), FIRESTORE_TIMEOUT_SECONDS="25", DEP_BOOKS_TIMEOUT="30")  # a loaded machine
     log_path = tmp_path / "run.log"

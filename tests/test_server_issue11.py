@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import _neuron_testing, need
 from tests.helpers import ServerProcess, forget_package, free_port, import_stubs
 
-BOOKS = "xmpl.br.resources-books-v1"
+BOOKS = "srvx.br.resources-books-v1"
 C = grpc.StatusCode
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 SPLIT_MESSAGES = """syntax = "proto3";
@@ -53,9 +53,9 @@ def ws(tmp_path_factory):
     (protos / "ping.proto").write_text(SPLIT_SERVICE)
     try:
         os.chdir(tmp)
-        assert cli.run(["init", "ws", "--org", "xmpl", "--product", "br"]) == 0
+        assert cli.run(["init", "ws", "--org", "srvx", "--product", "br"]) == 0
         os.chdir(tmp / "ws")
-        for name in (BOOKS, "xmpl.br.resources-books-v2"):
+        for name in (BOOKS, "srvx.br.resources-books-v2"):
             assert cli.run(["proto", "create", name]) == 0
             assert cli.run(["neuron", "create", name]) == 0
         assert cli.run(["neuron", "create", "--proto", str(protos / "ping.proto"), "-I", str(tmp / "protos"),
@@ -72,12 +72,12 @@ def books(ws):
 
 @pytest.fixture(scope="module")
 def pb(books):
-    return import_stubs(books, "xmpl.br.resources.books.v1.books_pb2")
+    return import_stubs(books, "srvx.br.resources.books.v1.books_pb2")
 
 
 @pytest.fixture(scope="module")
 def pb_grpc(books):
-    return import_stubs(books, "xmpl.br.resources.books.v1.books_pb2_grpc")
+    return import_stubs(books, "srvx.br.resources.books.v1.books_pb2_grpc")
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_limits_that_leave_no_worker_for_health_refuse_to_start(books):
 # 2. Unknown method names must not grow the interceptors' caches.
 def load_server(root: Path):
     """The neuron's server module, imported in this process (its own runtime/ and stubs)."""
-    for top in ("server", "methods", "runtime", "xmpl"):
+    for top in ("server", "methods", "runtime", "srvx"):
         forget_package(top)
     sys.path[:0] = [str(root), str(root / "protobuf")]
     try:
@@ -208,7 +208,7 @@ def test_a_flood_of_made_up_method_names_caches_nothing(books, emulator, monkeyp
         assert all(size <= 2 for size in caches.values()), caches  # health Check at most
     finally:
         neuron.drain(grace=1.0)
-        for top in ("server", "methods", "runtime", "xmpl"):
+        for top in ("server", "methods", "runtime", "srvx"):
             forget_package(top)
 
 
@@ -283,8 +283,8 @@ def test_sigterm_under_load_never_cancels_an_accepted_call(books, pb, pb_grpc, o
 # 9. Two neurons with the same resource pattern on one emulator do not share documents.
 def test_neurons_with_the_same_pattern_keep_their_own_documents(ws, pb, pb_grpc, emulator):
     v2 = ws / "resources-books-v2"
-    pb2 = import_stubs(v2, "xmpl.br.resources.books.v2.books_pb2")
-    pb2_grpc = import_stubs(v2, "xmpl.br.resources.books.v2.books_pb2_grpc")
+    pb2 = import_stubs(v2, "srvx.br.resources.books.v2.books_pb2")
+    pb2_grpc = import_stubs(v2, "srvx.br.resources.books.v2.books_pb2_grpc")
     one = ServerProcess(ws / "resources-books-v1", env_for(emulator))
     two = ServerProcess(v2, env_for(emulator))
     try:

@@ -50,6 +50,7 @@ _ITEM_OVERHEAD = 8  # tag + length prefix of one repeated element, at most
 REQUESTS_COLLECTION = "_requests"
 REQUEST_LEASE_SECONDS = 60
 REQUEST_ID_MAX = 256
+MAX_VIOLATIONS = 20  # AIP-193 BadRequest entries per error: the details travel in the trailers
 
 
 def max_page_bytes() -> int:
@@ -219,7 +220,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         except (aip.InvalidArgument, codec.Unstorable) as exc:
             fields = getattr(exc, "fields", ())
             fail(C.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT_FIELD" if fields else "INVALID_REQUEST",
-                 [(f, str(exc)) for f in fields])
+                 [(f, aip.echo(str(exc))) for f in fields[:MAX_VIOLATIONS]])
         except gexc.InvalidArgument as exc:  # e.g. a document over Firestore's 1 MiB limit
             log.info("firestore refused the request: %s", str(exc)[:200])
             fail(C.INVALID_ARGUMENT, "the database refused this request (too large or malformed)", "REQUEST_REFUSED")
