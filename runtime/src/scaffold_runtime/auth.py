@@ -27,6 +27,8 @@ import time
 
 import grpc
 
+from scaffold_runtime.wrapping import MethodInterceptor, rewrap
+
 log = logging.getLogger("scaffold_runtime.auth")
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 HEALTH_PREFIX = "/grpc.health."
@@ -225,26 +227,15 @@ def from_environment():
     raise RuntimeError(f"unknown AUTH_MODE {mode!r}: use api-key, id-token or leave it unset")
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(MethodInterceptor):
     """Checks credentials before the method runs; wraps each method's handler once."""
 
     def __init__(self, checker, reflection_public: bool | None = None) -> None:
+        super().__init__()
         self.checker = checker
         if reflection_public is None:
             reflection_public = os.environ.get("REFLECTION_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on")
         self._open_prefixes = (HEALTH_PREFIX, REFLECTION_PREFIX) if reflection_public else (HEALTH_PREFIX,)
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        if method in self._wrapped:
-            return self._wrapped[method]
-        handler = continuation(handler_call_details)
-        if handler is None:  # an unknown method: never cached, so made-up names cost no memory
-            return None
-        wrapped = handler if self._open(method) else self._wrap(handler)
-        self._wrapped[method] = wrapped
-        return wrapped
 
     def _open(self, method: str) -> bool:
         """Whether ``method`` is served without credentials."""
@@ -259,28 +250,29 @@ class AuthInterceptor(grpc.ServerInterceptor):
             context.abort(err.code, messages.get(err.code, "permission denied"))
         return _CALLER.set(identity)
 
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if self._open(method):
+            return handler
         authenticate = self._authenticate
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
 
-            def unary(request, context):
+        def unary(inner):
+            def behaviour(request, context):
                 token = authenticate(context)
                 try:
                     return inner(request, context)
                 finally:
                     _CALLER.reset(token)
 
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary, handler.request_deserializer, handler.response_serializer)
-        inner_stream = handler.unary_stream or handler.stream_stream
+            return behaviour
 
-        def streaming(request, context):
-            token = authenticate(context)
-            try:
-                yield from inner_stream(request, context)
-            finally:
-                _CALLER.reset(token)
+        def stream(inner):
+            def behaviour(request, context):
+                token = authenticate(context)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    _CALLER.reset(token)
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(streaming, handler.request_deserializer, handler.response_serializer)
+            return behaviour
+
+        return rewrap(handler, unary, stream)

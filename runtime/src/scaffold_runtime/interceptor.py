@@ -18,6 +18,7 @@ from scaffold_runtime import tracing
 from scaffold_runtime.auth import caller
 from scaffold_runtime.logs import TRACE_KEY, trace_from_metadata
 from scaffold_runtime.stats import RpcStats
+from scaffold_runtime.wrapping import MethodInterceptor, rewrap
 
 log = logging.getLogger("grpc.call")
 _OK = grpc.StatusCode.OK
@@ -36,27 +37,14 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class CallLogInterceptor(grpc.ServerInterceptor):
+class CallLogInterceptor(MethodInterceptor):
     """Wraps each method's handler once; the per-call work is a timer and a code check."""
 
     def __init__(self, every_call: bool | None = None, slow_ms: float | None = None, stats: RpcStats | None = None) -> None:
+        super().__init__()
         self.stats = stats
         self.every_call = _env_bool("LOG_EVERY_CALL") if every_call is None else every_call
         self.slow = (float(os.environ.get("LOG_SLOW_MS", "1000")) if slow_ms is None else slow_ms) / 1000
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        try:
-            return self._wrapped[method]
-        except KeyError:
-            pass
-        handler = continuation(handler_call_details)
-        if handler is None:  # an unknown method: never cached, so made-up names cost no memory
-            return None
-        wrapped = handler if method.startswith(("/grpc.health.", "/grpc.reflection.")) else self._wrap(method, handler)
-        self._wrapped[method] = wrapped
-        return wrapped
 
     def _record(self, method: str, context, started: float, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
@@ -82,13 +70,13 @@ class CallLogInterceptor(grpc.ServerInterceptor):
         log.log(level, "%s %s %.1fms", method, code.name, elapsed * 1000, extra={"fields": fields},
                 exc_info=error if code is grpc.StatusCode.UNKNOWN and error is not None else None)
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
         record = self._record
 
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            def unary(request, context):
+        def unary(inner):
+            def behaviour(request, context):
                 started = time.perf_counter()
                 try:
                     response = inner(request, context)
@@ -98,22 +86,21 @@ class CallLogInterceptor(grpc.ServerInterceptor):
                 record(method, context, started, None)
                 return response
 
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary, handler.request_deserializer, handler.response_serializer)
+            return behaviour
 
-        inner_stream = handler.unary_stream or handler.stream_stream
+        def stream(inner):
+            def behaviour(request, context):
+                started = time.perf_counter()
+                try:
+                    yield from inner(request, context)
+                except BaseException as exc:
+                    record(method, context, started, exc)
+                    raise
+                record(method, context, started, None)
 
-        def streaming(request, context):
-            started = time.perf_counter()
-            try:
-                yield from inner_stream(request, context)
-            except BaseException as exc:
-                record(method, context, started, exc)
-                raise
-            record(method, context, started, None)
+            return behaviour
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(streaming, handler.request_deserializer, handler.response_serializer)
+        return rewrap(handler, unary, stream)
 
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -125,26 +112,25 @@ def around(handler: grpc.RpcMethodHandler, guard) -> grpc.RpcMethodHandler:
     (entered when a worker starts the call, left when its last response is sent). Used by
     scaffold_runtime.tracing for its spans."""
     is_stream = handler.request_streaming or handler.response_streaming
-    if not handler.response_streaming:
-        inner = handler.unary_unary or handler.stream_unary
 
-        def unary(request, context):
+    def unary(inner):
+        def behaviour(request, context):
             with guard(context, is_stream):
                 return inner(request, context)
 
-        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(unary, handler.request_deserializer, handler.response_serializer)
-    inner_stream = handler.unary_stream or handler.stream_stream
+        return behaviour
 
-    def stream(request, context):
-        with guard(context, is_stream):
-            yield from inner_stream(request, context)
+    def stream(inner):
+        def behaviour(request, context):
+            with guard(context, is_stream):
+                yield from inner(request, context)
 
-    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(stream, handler.request_deserializer, handler.response_serializer)
+        return behaviour
+
+    return rewrap(handler, unary, stream)
 
 
-class Admission(grpc.ServerInterceptor):
+class Admission(MethodInterceptor):
     """Our own limit on calls in flight, instead of grpc's ``maximum_concurrent_rpcs``.
 
     - At most ``max_calls`` calls run at once, of which at most ``max_streams`` are streaming
@@ -159,6 +145,7 @@ class Admission(grpc.ServerInterceptor):
     def __init__(self, max_calls: int, max_streams: int) -> None:
         if not 1 <= max_streams <= max_calls:
             raise RuntimeError(f"the streaming call limit ({max_streams}) must be between 1 and the call limit ({max_calls})")
+        super().__init__()
         self.max_calls = max_calls
         self.max_streams = max_streams
         self.calls = 0  # admitted calls in flight, streams included (health Watch excluded)
@@ -168,51 +155,42 @@ class Admission(grpc.ServerInterceptor):
         self.last_arrival = 0.0  # monotonic time of the latest call to arrive
         self._lock = threading.Lock()  # a plain lock: taken twice on every call
         self._cond = threading.Condition(self._lock)  # drain() waits on it
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
 
     def intercept_service(self, continuation, handler_call_details):
         self.last_arrival = time.monotonic()
-        method = handler_call_details.method
-        try:
-            return self._wrapped[method]
-        except KeyError:
-            pass
-        handler = continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; nothing cached
-            return None
-        wrapped = handler if method == HEALTH_CHECK else self._wrap(handler, method.startswith(HEALTH_PREFIX))
-        self._wrapped[method] = wrapped
-        return wrapped
+        return super().intercept_service(continuation, handler_call_details)
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, health: bool) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler`` with each call admitted when a worker starts it (or refused: admit
         aborts) and released when its last response is sent. Plain functions and one lock,
         not a context-manager object per call: this runs on every call (bench/server.py)."""
+        if method == HEALTH_CHECK:
+            return handler
         admit, release = self._admit, self._release
+        health = method.startswith(HEALTH_PREFIX)
         is_stream = handler.request_streaming or handler.response_streaming
-        if not handler.response_streaming:
-            inner = handler.unary_unary or handler.stream_unary
 
-            def unary(request, context):
+        def unary(inner):
+            def behaviour(request, context):
                 admit(context, is_stream, health)
                 try:
                     return inner(request, context)
                 finally:
                     release(is_stream, health)
 
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary, handler.request_deserializer, handler.response_serializer)
-        inner_stream = handler.unary_stream or handler.stream_stream
+            return behaviour
 
-        def stream(request, context):
-            admit(context, is_stream, health)
-            try:
-                yield from inner_stream(request, context)
-            finally:
-                release(is_stream, health)
+        def stream(inner):
+            def behaviour(request, context):
+                admit(context, is_stream, health)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    release(is_stream, health)
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(stream, handler.request_deserializer, handler.response_serializer)
+            return behaviour
+
+        return rewrap(handler, unary, stream)
 
     def _admit(self, context, streaming: bool, health: bool) -> None:
         with self._lock:

@@ -29,6 +29,8 @@ import sys
 
 import grpc
 
+from scaffold_runtime.wrapping import MethodInterceptor
+
 MODES = ("off", "console", "cloud-trace")
 TRACE_HEADERS = ("traceparent", "tracestate", "x-cloud-trace-context")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z")
@@ -221,31 +223,17 @@ def _rpc_attributes(method: str) -> dict:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
 
-class TraceInterceptor(grpc.ServerInterceptor):
+class TraceInterceptor(MethodInterceptor):
     """A SERVER span per call (health and reflection excepted), child of the caller's span
     from the call's traceparent or x-cloud-trace-context metadata. Put it first, so the
     other interceptors' work (admission, auth, the call log) happens inside the span."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # registered methods only
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        try:
-            return self._wrapped[method]
-        except KeyError:
-            pass
-        handler = continuation(handler_call_details)
-        if handler is None:  # unknown method: nothing cached
-            return None
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method.startswith(_UNTRACED):
-            wrapped = handler
-        else:
-            from scaffold_runtime.interceptor import around
+            return handler
+        from scaffold_runtime.interceptor import around
 
-            wrapped = around(handler, functools.partial(self._guard, method, _rpc_attributes(method)))
-        self._wrapped[method] = wrapped
-        return wrapped
+        return around(handler, functools.partial(self._guard, method, _rpc_attributes(method)))
 
     @staticmethod
     def _guard(method: str, attributes: dict, context, streaming: bool):
