@@ -59,3 +59,25 @@ def test_malformed_protobuf_bytes_are_invalid_argument_not_internal(server):
     log = "".join(server.output)
     assert "Traceback" not in log and "Exception deserializing" not in log, log[-2000:]
     assert '"grpc.code": "INVALID_ARGUMENT"' in log
+
+
+def test_bad_request_descriptions_are_plain_text_and_bounded(server):
+    """AIP-193 field violations carry the message itself, not its Python repr in quotes."""
+    from scaffold_runtime.status import details_of
+
+    pb = import_stubs(BOOKS, "xmpl.br.resources.books.v1.books_pb2")
+    pb_grpc = import_stubs(BOOKS, "xmpl.br.resources.books.v1.books_pb2_grpc")
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.BooksServiceStub(channel)
+        for name, expected in (("shelves/x", "name 'shelves/x' does not match the format books/{book}"),
+                               ("n" * 5000, None)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetBook(pb.GetBookRequest(name=name), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            (violation,) = [v for d in details_of(err.value) if d.DESCRIPTOR.name == "BadRequest"
+                            for v in d.field_violations]
+            assert violation.field == "name"
+            if expected:
+                assert violation.description == expected == err.value.details()
+            else:
+                assert violation.description.startswith("name 'nnn") and len(violation.description) <= 101

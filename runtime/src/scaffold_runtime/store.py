@@ -220,7 +220,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         except (aip.InvalidArgument, codec.Unstorable) as exc:
             fields = getattr(exc, "fields", ())
             fail(C.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT_FIELD" if fields else "INVALID_REQUEST",
-                 [(f, aip.echo(str(exc))) for f in fields[:MAX_VIOLATIONS]])
+                 [(f, aip.clip(exc)) for f in fields[:MAX_VIOLATIONS]])
         except gexc.InvalidArgument as exc:  # e.g. a document over Firestore's 1 MiB limit
             log.info("firestore refused the request: %s", str(exc)[:200])
             fail(C.INVALID_ARGUMENT, "the database refused this request (too large or malformed)", "REQUEST_REFUSED")
