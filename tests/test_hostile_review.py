@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.helpers import ServerProcess, import_stubs
+from tests.test_store_aip import env, library_stores, uid  # noqa: F401 - env is the module's fixture
 
 BOOKS = REPO / "examples/books/neurons/resources-books-v1"
 SERVICE = "/xmpl.br.resources.books.v1.BooksService"
@@ -81,3 +82,19 @@ def test_bad_request_descriptions_are_plain_text_and_bounded(server):
                 assert violation.description == expected == err.value.details()
             else:
                 assert violation.description.startswith("name 'nnn") and len(violation.description) <= 101
+
+
+def test_the_aip159_wildcard_parent_is_refused_not_stored_as_a_shelf_named_dash(env):
+    """`POST /v1/shelves/-/books` stored shelves/-/books/x and `GET /v1/shelves/-/books` listed only
+    that literal shelf: a caller asking for every shelf silently got the wrong answer."""
+    shelves, books = library_stores(env)
+    for parent in ("shelves/-", "-"):
+        err = env.h.fails(lambda ctx, parent=parent: books.create(
+            ctx, env.library.Book(title="W"), uid("b"), parent=parent))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "AIP-159" in err.details(), err.details()
+        err = env.h.fails(lambda ctx, parent=parent: books.list(ctx, 10, parent=parent) and None)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "shelves/{shelf}" in err.details(), err.details()
+    assert not list(env.client.collection("shelves/-/books").limit(1).stream())
+    shelf = env.h.run(lambda ctx: shelves.create(ctx, env.library.Shelf(theme="t")), env.library.Shelf).name
+    made = env.h.run(lambda ctx: books.create(ctx, env.library.Book(title="W"), uid("b"), parent=shelf), env.library.Book)
+    assert made.name.startswith(shelf + "/books/")  # one named parent still works
