@@ -20,6 +20,7 @@ _NAME_RE = re.compile(
     rf"(?P<kind>[a-z]+)-(?P<name>{_SEGMENT}(?:-{_SEGMENT})*)-(?P<version>v[0-9]+(?:(?:alpha|beta)[0-9]*)?)$"
 )
 EXAMPLE_ORG, EXAMPLE_PRODUCT = "xmpl", "br"
+NAME_MAX = 63  # NAME becomes a folder, a file stem (+ "_pb2_grpc.pyi") and message names
 
 
 def expected(org: str = EXAMPLE_ORG, product: str = EXAMPLE_PRODUCT) -> str:
@@ -117,6 +118,9 @@ def parse(value: str, org: str = EXAMPLE_ORG, product: str = EXAMPLE_PRODUCT) ->
     m = _NAME_RE.match(value)
     if not m:
         raise UsageError(f"invalid name {value!r}: {want}")
+    if len(m["name"]) > NAME_MAX:
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise UsageError(f"invalid name {shown!r}: NAME is {len(m['name'])} characters long, at most {NAME_MAX}; {want}")
     if m["kind"] not in KINDS:
         raise UsageError(f"invalid name {value!r}: unknown kind {m['kind']!r}; {want}")
     for part in (m["org"], m["product"], m["name"].replace("-", "_")):

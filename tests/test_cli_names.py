@@ -52,3 +52,13 @@ def test_error_examples_use_the_workspace_org_and_product(tmp_path, scaffold):
         r = scaffold(*args, cwd=root)
         assert r.code == 2, r.output
         assert "acme.shop.resources-books-v1" in r.err and "xmpl" not in r.err, (args, r.err)
+
+
+def test_a_huge_name_is_a_usage_error_and_writes_nothing(workspace, scaffold):
+    """A 300-character NAME said "File name too long: /abs/path…" (exit 1); now exit 2 with the limit."""
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    r = scaffold("proto", "create", f"xmpl.br.resources-{'a' * 300}-v1")
+    assert r.code == 2 and "NAME is 300 characters long, at most 63" in r.err and str(workspace) not in r.err, r.err
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
+    longest = f"xmpl.br.resources-{'-'.join(['abcdefg'] * 8)}-v1"  # NAME of 63 characters
+    assert scaffold("proto", "create", longest).code == 0

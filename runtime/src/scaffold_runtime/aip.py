@@ -38,11 +38,16 @@ class InvalidArgument(ValueError):
         self.fields: tuple[str, ...] = tuple(f for f in fields if f) or ((self.FIELD,) if self.FIELD else ())
 
 
-def echo(value) -> str:
-    """``value`` quoted for an error message, cut to ECHO_LIMIT characters (+ "…") so a huge
-    input never turns into a huge status (gRPC refuses metadata over ~8 KiB)."""
+def clip(value, limit: int = ECHO_LIMIT) -> str:
+    """``str(value)`` cut to ``limit`` characters (+ "…"), unquoted: a huge input never turns
+    into a huge status (gRPC refuses metadata over ~8 KiB)."""
     text = str(value)
-    return repr(text[:ECHO_LIMIT] + "…") if len(text) > ECHO_LIMIT else repr(text)
+    return text[:limit] + "…" if len(text) > limit else text
+
+
+def echo(value) -> str:
+    """``value`` quoted for an error message (Python repr), cut as :func:`clip` does."""
+    return repr(clip(value))
 
 
 def field_list(names: list[str], limit: int = 5) -> str:

@@ -37,8 +37,71 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class _Undecodable:
+    """What a guarded deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _reject(request, context) -> None:
+    """Abort ``context`` with INVALID_ARGUMENT when ``request`` is undecodable; else return."""
+    if isinstance(request, _Undecodable):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the request is not a valid {request.type_name} message (malformed protobuf bytes)")
+
+
+def decode_guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` answering INVALID_ARGUMENT for request bytes its deserializer cannot read.
+
+    grpc itself answers such bytes with INTERNAL ("Exception deserializing request!") and logs
+    an ERROR with a traceback for each one, so any caller could fill the error log. Here the
+    deserializer returns a marker instead of raising, and the call aborts before the method
+    runs (for a streaming request, when the bad message is reached). Returns ``handler``
+    unchanged when it has no request deserializer.
+    """
+    decode = handler.request_deserializer
+    if decode is None:
+        return handler
+    owner = getattr(decode, "__self__", None)
+    type_name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "") or "request"
+
+    def safe(data: bytes):
+        try:
+            return decode(data)
+        except Exception:  # noqa: BLE001 - DecodeError, or any other failure to read the caller's bytes
+            return _Undecodable(type_name)
+
+    if not handler.request_streaming:
+        inner = handler.unary_unary or handler.unary_stream
+
+        def unary(request, context):
+            _reject(request, context)
+            return inner(request, context)
+
+        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.unary_stream_rpc_method_handler
+        return factory(unary, safe, handler.response_serializer)
+    inner_stream = handler.stream_unary or handler.stream_stream
+
+    def checked(requests, context):
+        for request in requests:
+            _reject(request, context)
+            yield request
+
+    def streaming(requests, context):
+        return inner_stream(checked(requests, context), context)
+
+    factory = grpc.stream_unary_rpc_method_handler if handler.stream_unary else grpc.stream_stream_rpc_method_handler
+    return factory(streaming, safe, handler.response_serializer)
+
+
 class CallLogInterceptor(MethodInterceptor):
-    """Wraps each method's handler once; the per-call work is a timer and a code check."""
+    """Wraps each method's handler once; the per-call work is a timer and a code check.
+
+    Every handler (health and reflection too) also goes through :func:`decode_guard`, so
+    malformed request bytes are INVALID_ARGUMENT, logged as one warning line."""
 
     def __init__(self, every_call: bool | None = None, slow_ms: float | None = None, stats: RpcStats | None = None) -> None:
         super().__init__()
@@ -71,6 +134,7 @@ class CallLogInterceptor(MethodInterceptor):
                 exc_info=error if code is grpc.StatusCode.UNKNOWN and error is not None else None)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        handler = decode_guard(handler)
         if method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         record = self._record

@@ -171,7 +171,8 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         return name
 
     def _collection_path(self, parent: str) -> str:
-        """The Firestore collection for ``parent``; the first pattern whose parent matches wins."""
+        """The Firestore collection for ``parent``; the first pattern whose parent matches wins.
+        Raises aip.InvalidArgument for a parent no pattern takes, and for AIP-159's ``-``."""
         if not parent:
             top = next((p for p in self._patterns if not p.parent), None)
             if top is None:
@@ -180,6 +181,9 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         nested = [p for p in self._patterns if p.parent]
         if not nested:
             raise aip.InvalidArgument(f"parent must be empty: {self.pattern} has no parent", field="parent")
+        if "-" in parent.split("/"):  # AIP-159's "any parent", never a document called "-"
+            raise aip.InvalidArgument(f"parent {aip.echo(parent)}: '-' (every parent, AIP-159) is not supported; "
+                                      f"name one parent ({self._formats(parents=True)})", field="parent")
         if all(aip.is_safe_id(s) for s in parent.split("/")):
             for p in nested:
                 if p.parent_re.match(parent):
@@ -220,7 +224,7 @@ class ResourceStore(SoftDeleteMethods, BatchMethods):
         except (aip.InvalidArgument, codec.Unstorable) as exc:
             fields = getattr(exc, "fields", ())
             fail(C.INVALID_ARGUMENT, str(exc), "INVALID_ARGUMENT_FIELD" if fields else "INVALID_REQUEST",
-                 [(f, aip.echo(str(exc))) for f in fields[:MAX_VIOLATIONS]])
+                 [(f, aip.clip(exc)) for f in fields[:MAX_VIOLATIONS]])
         except gexc.InvalidArgument as exc:  # e.g. a document over Firestore's 1 MiB limit
             log.info("firestore refused the request: %s", str(exc)[:200])
             fail(C.INVALID_ARGUMENT, "the database refused this request (too large or malformed)", "REQUEST_REFUSED")
