@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from generator.errors import ConflictError, UsageError
+from generator.errors import ConflictError, UsageError, WorkspaceError
 
 TXN_DIR = ".scaffold-txn"
 
@@ -181,13 +181,32 @@ def _fsync_write(path: Path, content: str | bytes, mode: int) -> None:
         os.fsync(fh.fileno())
 
 
+def check_inside(root: Path, plan: Plan, within: Path) -> None:
+    """Raise WorkspaceError when ``root`` or a planned file resolves outside ``within``: a
+    symbolic link (``neurons/``, ``protobuf/``, a neuron's ``tests/``) pointing elsewhere would
+    make scaffold write outside the workspace."""
+    boundary = within.resolve()
+    for path in (root, *(root / f.path for f in plan.files)):
+        resolved = path.resolve()
+        if resolved != boundary and boundary not in resolved.parents:
+            link = next((p for p in (path, *path.parents) if p.is_symlink()), path)
+            raise WorkspaceError(
+                f"{display_path(link)} leads outside {boundary} (to {resolved}) through a symbolic link: "
+                "scaffold writes only inside it",
+                hint="replace the symbolic link with a real folder, or run scaffold in the workspace it points to. "
+                     "Nothing was written.",
+            )
+
+
 def write(root: Path, plan: Plan, *, dry_run: bool = False, recorded: dict[str, str] | None = None,
-          force: bool = False) -> list[Outcome]:
+          force: bool = False, within: Path | None = None) -> list[Outcome]:
     """Apply ``plan`` under ``root`` all-or-nothing; return what happened to each file.
 
     Raises ConflictError, writing nothing, when a generated file was edited by hand (see
-    :func:`decide`) and ``force`` is not set.
+    :func:`decide`) and ``force`` is not set; WorkspaceError, writing nothing, when ``root`` or
+    a file of the plan would land outside ``within`` (default: ``root``) through a symbolic link.
     """
+    check_inside(root, plan, root if within is None else within)
     root = root.resolve()
     if root.exists():
         recover(root)

@@ -87,3 +87,36 @@ def test_a_default_that_is_no_service_name_asks_for_out_with_a_working_example(w
     assert not (workspace / "neurons").exists()
     r = scaffold("neuron", "create", "--proto", str(root / rel), "-I", str(root), "--out", "neuron-9lives")
     assert r.code == 0, r.output
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("link", ["neurons", "neurons/top/tests"])
+def test_a_symlink_out_of_the_workspace_is_refused_and_nothing_is_written(workspace, scaffold, protos, tmp_path, link):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if link == "neurons/top/tests":  # an existing neuron whose tests/ folder was swapped for a link
+        assert create(scaffold, protos, "top.proto").code == 0
+        import shutil
+
+        shutil.rmtree(workspace / link)
+    (workspace / link).parent.mkdir(parents=True, exist_ok=True)
+    (workspace / link).symlink_to(outside, target_is_directory=True)
+    before = _tree(workspace)
+    r = create(scaffold, protos, "top.proto", command="create" if link == "neurons" else "update")
+    assert r.code != 0
+    assert "leads outside" in r.err and "Nothing was written" in r.err and "Traceback" not in r.output
+    assert _tree(outside) == []
+    assert _tree(workspace) == before
+
+
+def test_proto_gen_through_a_symlinked_output_folder_is_refused(workspace, scaffold, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert scaffold("proto", "create", "xmpl.br.resources-books-v1").code == 0
+    (workspace / "protobuf").symlink_to(outside, target_is_directory=True)
+    r = scaffold("proto", "gen", "xmpl.br.resources-books-v1")
+    assert r.code != 0 and "leads outside" in r.err, r.output
+    assert _tree(outside) == []
