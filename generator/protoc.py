@@ -104,14 +104,16 @@ def source_for(
     for inc in [*extra_roots, *user_includes]:
         inc = inc.resolve()
         if not inc.is_dir():
-            raise UsageError(f"include folder {inc} does not exist", hint="check the -I option")
+            what = "is a file, not a folder" if inc.exists() else "does not exist"
+            raise UsageError(f"include folder {inc} {what}", hint="check the -I option")
         if inc not in includes:
             includes.append(inc)
     virtual: list[str] = []
     for f in files:
         path = f.resolve()
         if not path.is_file():
-            raise UsageError(f"proto file {f} does not exist")
+            what = "is a folder: name a .proto file in it" if path.is_dir() else "does not exist"
+            raise UsageError(f"proto file {f} {what}")
         if path.suffix != ".proto":
             raise UsageError(f"{f} is not a .proto file")
         for inc in includes:

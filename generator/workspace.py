@@ -145,4 +145,7 @@ def find(start: Path | None = None) -> Workspace:
         candidate = folder / FILENAME
         if candidate.is_file():
             return load(candidate)
+        if candidate.exists():
+            raise WorkspaceError(f"{candidate} is not a file: scaffold.toml must be the workspace's settings file",
+                                 hint=f"remove or rename that folder, then run `scaffold init {folder}` or restore the file")
     raise WorkspaceError(f"no {FILENAME} found in {here} or any folder above it", hint=NO_WORKSPACE_HINT)

@@ -120,3 +120,13 @@ def test_proto_gen_through_a_symlinked_output_folder_is_refused(workspace, scaff
     r = scaffold("proto", "gen", "xmpl.br.resources-books-v1")
     assert r.code != 0 and "leads outside" in r.err, r.output
     assert _tree(outside) == []
+
+
+def test_a_folder_named_like_a_proto_or_scaffold_toml_gets_a_message_that_says_so(workspace, scaffold, protos, tmp_path):
+    (protos / "dir.proto").mkdir()
+    r = scaffold("neuron", "create", "--proto", str(protos / "dir.proto"), "-I", str(protos))
+    assert r.code == 2 and "is a folder" in r.err, r.output
+    odd = tmp_path / "odd"
+    (odd / "scaffold.toml").mkdir(parents=True)
+    r = scaffold("proto", "lint", cwd=odd)
+    assert r.code != 0 and "is not a file" in r.err and "Traceback" not in r.output, r.output
