@@ -201,7 +201,8 @@ def proto_release(
     _report(result.recorded, ws.root)
     against = f" (checked against {result.previous})" if result.previous else " (first release)"
     echo(f"released {result.distribution} {result.version} to {result.repository_url}{against}: {', '.join(result.files)}")
-    echo(f"install: pip install --extra-index-url INDEX/simple/ {result.distribution}=={result.version}")
+    echo(f"install: pip install --extra-index-url {release.simple_index(result.repository_url)} "
+         f"{result.distribution}=={result.version}")
 
 
 OutOpt = Annotated[
@@ -318,17 +319,19 @@ def neuron_check(
 
     ws = _workspace()
     roots = neuron.all_neurons(ws) if all_neurons else [neuron.locate(ws, name, out)]
-    stale = 0
+    stale, edited = 0, False
     for root in roots:
         problems = neuron.check(ws, root)
         echo(f"{'stale' if problems else 'ok':>6}  {root.name}")
         for p in problems:
             echo(f"        {p}")
         stale += bool(problems)
+        edited = edited or any(p.endswith("was edited by hand") for p in problems)
     if stale:
         command = "scaffold neuron update --all" if all_neurons else "scaffold neuron update"
-        raise StaleError(f"{stale} of {len(roots)} neuron(s) need `{command}`",
-                         hint="a hand-edited generated file is a conflict: move the change into methods.py, or --force")
+        hint = ("a hand-edited generated file is a conflict: move the change into methods.py (yours), "
+                "or pass --force to overwrite it" if edited else "your own files (methods.py, tests/) are kept")
+        raise StaleError(f"{stale} of {len(roots)} neuron(s) need `{command}`", hint=hint)
 
 
 @neuron_app.command("depend")

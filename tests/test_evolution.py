@@ -133,6 +133,13 @@ def test_hand_edits_to_generated_files_are_conflicts(books, workspace, scaffold)
     check = scaffold("neuron", "check", NAME)
     assert check.code == 1 and "base.py: generated file was edited by hand" in check.out
     assert "its proto changed since it was generated" in check.out
+    assert "move the change into methods.py" in check.err and "--force" in check.err
+    forced = scaffold("neuron", "update", NAME, "--force")
+    assert forced.code == 0, forced.output
+    edit(workspace / PROTO, lambda t: t.replace("A longer description.", "The description."))
+    check = scaffold("neuron", "check", NAME)  # stale for its proto alone: no talk of hand edits
+    assert check.code == 1 and "its proto changed since it was generated" in check.out
+    assert "edited by hand" not in check.output and "--force" not in check.err, check.output
     forced = scaffold("neuron", "update", NAME, "--force")
     assert forced.code == 0, forced.output
     assert "# my fix" not in (books / "base.py").read_text()

@@ -68,6 +68,7 @@ def test_repository_url_comes_from_scaffold_toml(books, scaffold, index, credent
     r = scaffold("proto", "release", BOOKS, "--version", "0.1.0")
     assert r.code == 0, r.output
     assert index.files() == ["xmpl_br_resources_books_v1-0.1.0-py3-none-any.whl", "xmpl_br_resources_books_v1-0.1.0.tar.gz"]
+    assert f"install: pip install --extra-index-url {index.url.rstrip('/')}/simple/ {DIST}==0.1.0" in r.out, r.out
     assert log(books) == [(DIST, "0.1.0")]
     assert (books / "releases" / DIST / "0.1.0.binpb").is_file()
     # The next release needs that baseline: without it, one message and nothing uploaded.
