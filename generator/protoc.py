@@ -159,6 +159,8 @@ def _explain(text: str, source: Source) -> str:
 
 
 def _hint(text: str) -> str | None:
+    if "recursively imports itself" in text:
+        return "protos cannot import each other in a circle: move what both need into a third file that both import"
     if "File not found" in text or "was not found or had errors" in text:
         return (
             "an imported proto was not found: add the folder that contains it with -I DIR "

@@ -130,3 +130,14 @@ def test_a_folder_named_like_a_proto_or_scaffold_toml_gets_a_message_that_says_s
     (odd / "scaffold.toml").mkdir(parents=True)
     r = scaffold("proto", "lint", cwd=odd)
     assert r.code != 0 and "is not a file" in r.err and "Traceback" not in r.output, r.output
+
+
+def test_protos_importing_each_other_get_a_hint_about_the_circle(workspace, scaffold, tmp_path):
+    root = tmp_path / "cyc"
+    root.mkdir()
+    (root / "a.proto").write_text('syntax = "proto3";\npackage a;\nimport "b.proto";\nmessage A {}\nservice S { rpc M(A) returns (A); }\n')
+    (root / "b.proto").write_text('syntax = "proto3";\npackage b;\nimport "a.proto";\nmessage B {}\n')
+    r = scaffold("neuron", "create", "--proto", str(root / "a.proto"), "-I", str(root))
+    assert r.code != 0 and "recursively imports itself" in r.err and "in a circle" in r.err, r.output
+    assert "add the folder that contains it" not in r.err
+    assert not (workspace / "neurons" / "a").exists()
