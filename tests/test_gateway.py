@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -20,16 +21,25 @@ BOOKS = REPO / "examples/books/neurons/resources-books-v1"
 
 
 class Gateway:
-    """``python gateway.py`` of a neuron on a free loopback port, in front of ``grpc_target``."""
+    """``python gateway.py`` of a neuron on a free loopback port: in front of ``grpc_target``
+    (proxy mode), or serving the neuron's services itself when it is None (in-process mode;
+    ``env`` then carries what the server would need: Firestore, AUTH_*)."""
 
-    def __init__(self, root: Path, grpc_target: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, grpc_target: str | None, env: dict[str, str] | None = None) -> None:
         self.port, self.root = free_port(), root
-        env = {**os.environ, **(env or {}), "PORT": str(self.port), "HOST": "127.0.0.1", "GRPC_TARGET": grpc_target}
+        self.mode = "proxy" if grpc_target else "in-process"
+        env = {**os.environ, **(env or {}), "PORT": str(self.port), "HOST": "127.0.0.1"}
+        env.pop("GRPC_TARGET", None)
+        if grpc_target:
+            env["GRPC_TARGET"] = grpc_target
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen([sys.executable, "gateway.py"], cwd=root, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []  # read as it comes: a full pipe would block the gateway's logging
+        self._reader = threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
         try:
-            wait_for_port(self.port, self.proc)
+            wait_for_port(self.port, self.proc, output=self.output)
         except BaseException:
             self.proc.kill()
             self.proc.wait()
@@ -43,7 +53,8 @@ class Gateway:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL after 15 s (and the test fails); the gateway's output."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=15)
@@ -51,6 +62,9 @@ class Gateway:
             self.proc.kill()
             self.proc.wait()
             raise
+        finally:
+            self._reader.join(timeout=5)
+        return "".join(self.output)
 
 
 def generate(base: Path, proto: Path, out: str, *include: Path) -> Path:
@@ -71,20 +85,34 @@ def generate(base: Path, proto: Path, out: str, *include: Path) -> Path:
     return base / "ws" / "neurons" / out
 
 
-@pytest.fixture
-def books_http(emulator):
+MODES = ("proxy", "in-process")
+
+
+@pytest.fixture(params=MODES)
+def books_http(emulator, request):
+    """(HTTP client with an API key, stop()) for Books behind a gateway in either mode; stop()
+    returns the output of the process that served the calls (server or in-process gateway)."""
     emulator.wipe("resources-books-v1")  # the neuron's own database
-    server = ServerProcess(BOOKS, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
-                                   "AUTH_MODE": "api-key", "API_KEYS": "k1", "LOG_EVERY_CALL": "true"})
-    gateway = Gateway(BOOKS, server.target)
+    env = {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
+           "AUTH_MODE": "api-key", "API_KEYS": "k1", "LOG_EVERY_CALL": "true"}
+    server = ServerProcess(BOOKS, env) if request.param == "proxy" else None
+    gateway = Gateway(BOOKS, server.target, env) if server else Gateway(BOOKS, None, env)
+    stopped: dict[str, str] = {}
+
+    def stop() -> str:
+        if not stopped:
+            stopped["out"] = server.stop() if server else gateway.stop()
+        return stopped["out"]
+
     with httpx.Client(base_url=gateway.url, headers={"x-api-key": "k1"}, timeout=30) as http:
-        yield http, server
-    gateway.stop()
-    server.stop()
+        yield http, stop
+    if server:
+        gateway.stop()
+    stop()
 
 
 def test_books_through_the_gateway(books_http):
-    http, server = books_http
+    http, stop = books_http
     for i in range(5):
         r = http.post("/v1/books", params={"bookId": f"b{i}"},
                       json={"displayName": f"Book {i}", "authors": ["A"], "publisher": "Penguin" if i % 2 else "Vintage"})
@@ -120,9 +148,9 @@ def test_books_through_the_gateway(books_http):
     # Credentials travel as gRPC metadata: without the key the server says UNAUTHENTICATED.
     assert http.get("/v1/books/b1", headers={"x-api-key": ""}).status_code == 401
     assert http.get("/v1/books/b1", headers={"x-api-key": "wrong"}).status_code == 403
-    # The trace header reaches the server's call log.
+    # The trace header reaches the call log of whichever process ran the method.
     http.get("/v1/books/b1", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
-    out = server.stop()
+    out = stop()
     assert "4bf92f3577b34da6a3ce929d0e0e4736" in out
 
 
@@ -177,7 +205,7 @@ def test_schemathesis_finds_no_server_errors(books_http, tmp_path):
     """Property-based HTTP requests generated from openapi.json, against the live gateway."""
     exe = Path(sys.executable).parent / "schemathesis"
     need(exe.exists() or shutil.which("schemathesis") is not None, "schemathesis")
-    http, _server = books_http
+    http, _stop = books_http
     r = subprocess.run([str(exe), "run", str(BOOKS / "openapi.json"), "--url", str(http.base_url).rstrip("/"),
                         "--checks", "not_a_server_error", "--max-examples", "25", "--header", "x-api-key: k1"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
