@@ -211,6 +211,25 @@ def test_plaintext_call_through_the_generated_client(ws, start):
     assert echo(translator.target, "get:missing", ws) == "error:NOT_FOUND"
 
 
+def test_in_process_gateway_calls_the_dependency(ws, start, emulator):
+    """The translator's gateway, in-process: its own servicer calls Books through deps.clients."""
+    import httpx
+
+    from tests.test_gateway import Gateway
+
+    books = start("resources-books-v1")
+    translator = ws / "neurons/services-translator-v1"
+    gateway = Gateway(translator, None, {"FIRESTORE_EMULATOR_HOST": emulator.host, "DEP_BOOKS_TARGET": books.target,
+                                         "DEP_BOOKS_TIMEOUT": "30"})
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+            assert http.post("/v1:echo", json={"text": "create:iliad"}).json() == {"text": "ILIAD"}
+            assert http.post("/v1:echo", json={"text": "get:iliad"}).json() == {"text": "ILIAD"}
+            assert http.post("/v1:echo", json={"text": "get:missing"}).json() == {"text": "error:NOT_FOUND"}
+    finally:
+        gateway.stop()
+
+
 def test_id_tokens_from_the_metadata_server(ws, start, google):
     books = start("resources-books-v1", AUTH_MODE="id-token", AUTH_AUDIENCE=AUDIENCE,
                   AUTH_CERTS_URL=f"http://{google['host']}/certs", AUTH_ALLOWED_CALLERS=f"other@p.iam, {CALLER}")
