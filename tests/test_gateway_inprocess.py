@@ -42,7 +42,7 @@ SAME = {
 
 
 @pytest.fixture(scope="module")
-def both(echo_neuron):  # noqa: F811 - the fixture imported above
+def both(echo_neuron):
     """{mode: Gateway} for the echo neuron with API keys and one call admitted at a time."""
     root, _server = echo_neuron
     server = ServerProcess(root, LIMITED)
@@ -119,7 +119,7 @@ def test_admission_limit_is_429_in_both_modes(both, mode):
     assert slow["r"].status_code == 200  # the admitted call finished with its own result
 
 
-def test_in_process_sigterm_lets_admitted_calls_finish(echo_neuron):  # noqa: F811
+def test_in_process_sigterm_lets_admitted_calls_finish(echo_neuron):
     root, _server = echo_neuron
     gateway = Gateway(root, None, {"SHUTDOWN_GRACE_SECONDS": "8"})
     slow: dict = {}
@@ -139,7 +139,7 @@ def test_in_process_sigterm_lets_admitted_calls_finish(echo_neuron):  # noqa: F8
     assert gateway.proc.returncode in (0, -signal.SIGTERM), out
 
 
-def test_in_process_refuses_bad_settings_in_one_line(echo_neuron):  # noqa: F811
+def test_in_process_refuses_bad_settings_in_one_line(echo_neuron):
     """AUTH_MODE=api-key without keys: exit 2 and one log line, as the server does."""
     import os
     import subprocess

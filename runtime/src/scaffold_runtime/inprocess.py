@@ -131,7 +131,7 @@ class Context:
         for callback in callbacks:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - as grpc: a failing callback is logged, the call stands
+            except Exception:
                 log.exception("a call's termination callback failed")
 
     def peer(self) -> str:
