@@ -8,7 +8,8 @@
   pinned). Both servers run at once; the load runs alternate between them (ABBA order), so
   drifting load from other processes on the host hits both sides alike.
 - gateway: CPU time per REST call of the generated gateway (uvicorn, HTTP/1.1 from
-  h2load --h1) against the gRPC server's CPU time per gRPC call of the same Echo, alternated.
+  h2load --h1), in-process (GRPC_TARGET unset) and proxy (GRPC_TARGET set), against the gRPC
+  server's CPU time per gRPC call of the same Echo, alternated.
 - cold: process start to the first successful Books GetBook on the Firestore emulator,
   generated vs a hand-written grpcio + Firestore server, alternated.
 - books: Books GetBook under load on the emulator (as echo).
@@ -240,45 +241,58 @@ def compare_load(label: str, sides: dict, path: str, body: Path, env: dict, args
 
 
 def compare_gateway(echo: Path, body_grpc: Path, env: dict, args) -> None:
-    """Gateway CPU per REST call against the gRPC server's CPU per gRPC call, alternated."""
+    """Gateway CPU per REST call against the gRPC server's CPU per gRPC call, alternated: the
+    in-process gateway (GRPC_TARGET unset: the servicers in the gateway process) and the proxy
+    (GRPC_TARGET: a gRPC call to the server per REST call, whose CPU is counted apart)."""
     body_json = Path(tempfile.mkstemp(prefix="bench-json-")[1])
     body_json.write_text('{"text": "hi"}')
-    grpc_server = Server([PY, "server.py"], echo, env, "0")
-    gateway = Server([PY, "gateway.py"], echo, env, "0", {"GRPC_TARGET": f"127.0.0.1:{grpc_server.port}"})
+    plain = {k: v for k, v in env.items() if k != "GRPC_TARGET"}
+    grpc_server = Server([PY, "server.py"], echo, plain, "0")
+    gateways = {"in-process": Server([PY, "gateway.py"], echo, plain, "0"),
+                "proxy": Server([PY, "gateway.py"], echo, plain, "0", {"GRPC_TARGET": f"127.0.0.1:{grpc_server.port}"})}
     json_headers = ["-H", "content-type: application/json"]
-    rest_url = f"http://127.0.0.1:{gateway.port}/v1:echo"
     grpc_url = f"http://127.0.0.1:{grpc_server.port}/xmpl.br.services.translator.v1.TranslatorService/Echo"
     rest = {"h1": True, "headers": json_headers, "clients": 16}
+    sides = ["grpc", *gateways]
+    runs: dict[str, list[dict]] = {n: [] for n in sides}
+    via: list[float] = []
     try:
         spot_check(grpc_url, body_grpc)
-        check = subprocess.run(["curl", "-s", "-d", '{"text": "hi"}', *json_headers, rest_url], capture_output=True, text=True)
-        if json.loads(check.stdout or 'null') != {"text": "hi"}:
-            raise RuntimeError(f"gateway answered {check.stdout!r}")
-        h2load(rest_url, body_json, min(2000, args.calls), "1", **rest)
         h2load(grpc_url, body_grpc, min(2000, args.calls), "1")
-        gw, via, direct = [], [], []
+        for gateway in gateways.values():
+            url = f"http://127.0.0.1:{gateway.port}/v1:echo"
+            check = subprocess.run(["curl", "-s", "-d", '{"text": "hi"}', *json_headers, url], capture_output=True, text=True)
+            if json.loads(check.stdout or 'null') != {"text": "hi"}:
+                raise RuntimeError(f"gateway answered {check.stdout!r}")
+            h2load(url, body_json, min(2000, args.calls), "1", **rest)
         for i in range(args.runs):
-            for side in ((0, 1) if i % 2 == 0 else (1, 0)):
-                if side == 0:
-                    before = cpu_seconds(grpc_server.proc.pid)
-                    r = loaded(gateway, rest_url, body_json, args.calls, "1", **rest)
-                    gw.append(r)
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                if side == "grpc":
+                    runs[side].append(loaded(grpc_server, grpc_url, body_grpc, args.calls, "1"))
+                    continue
+                gateway = gateways[side]
+                before = cpu_seconds(grpc_server.proc.pid)
+                r = loaded(gateway, f"http://127.0.0.1:{gateway.port}/v1:echo", body_json, args.calls, "1", **rest)
+                runs[side].append(r)
+                if side == "proxy":
                     via.append((cpu_seconds(grpc_server.proc.pid) - before) / max(1, r["succeeded"]) * 1e6)
-                else:
-                    direct.append(loaded(grpc_server, grpc_url, body_grpc, args.calls, "1"))
-        refused = grpc_server.refusals()
+        refused = grpc_server.refusals() + gateways["in-process"].refusals()
     finally:
-        gateway.stop()
+        for gateway in gateways.values():
+            gateway.stop()
         grpc_server.stop()
         body_json.unlink(missing_ok=True)
-    g, d = [r["cpu_us"] for r in gw], [r["cpu_us"] for r in direct]
+    d = [r["cpu_us"] for r in runs["grpc"]]
     print(f"Gateway Echo (HTTP/1.1, 16 connections) vs gRPC Echo, servers on CPU 0, h2load on CPU 1, "
           f"{args.runs} runs of {args.calls} calls, median [min-max]:")
-    print(f"  gateway CPU µs per REST call {spread(g)}  gRPC server CPU µs per gRPC call {spread(d)}  "
-          f"ratio {statistics.median(g) / statistics.median(d):.2f}x")
-    print(f"  (gRPC server CPU µs per call made by the gateway {spread(via)}; REST calls/s {spread([r['cps'] for r in gw])}; "
-          f"REST p99 ms {spreadf([r['p99'] for r in gw])}; h2load failed {sum(r['failed'] for r in gw + direct)}; "
-          f"failed calls in the gRPC server's log {refused})")
+    for name in gateways:
+        g = [r["cpu_us"] for r in runs[name]]
+        print(f"  {name:<10} gateway CPU µs per REST call {spread(g)}  gRPC server CPU µs per gRPC call {spread(d)}  "
+              f"ratio {statistics.median(g) / statistics.median(d):.2f}x  (REST calls/s {spread([r['cps'] for r in runs[name]])}; "
+              f"REST p99 ms {spreadf([r['p99'] for r in runs[name]])})")
+    print(f"  (proxy: gRPC server CPU µs per call made by the gateway {spread(via)}; gRPC calls/s "
+          f"{spread([r['cps'] for r in runs['grpc']])}; h2load failed {sum(r['failed'] for v in runs.values() for r in v)}; "
+          f"failed calls in the logs {refused})")
 
 
 # GetBookRequest(name="books/bench") on the wire: field 1, length-delimited.

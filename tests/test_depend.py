@@ -211,6 +211,25 @@ def test_plaintext_call_through_the_generated_client(ws, start):
     assert echo(translator.target, "get:missing", ws) == "error:NOT_FOUND"
 
 
+def test_in_process_gateway_calls_the_dependency(ws, start, emulator):
+    """The translator's gateway, in-process: its own servicer calls Books through deps.clients."""
+    import httpx
+
+    from tests.test_gateway import Gateway
+
+    books = start("resources-books-v1")
+    translator = ws / "neurons/services-translator-v1"
+    gateway = Gateway(translator, None, {"FIRESTORE_EMULATOR_HOST": emulator.host, "DEP_BOOKS_TARGET": books.target,
+                                         "DEP_BOOKS_TIMEOUT": "30"})
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+            assert http.post("/v1:echo", json={"text": "create:iliad"}).json() == {"text": "ILIAD"}
+            assert http.post("/v1:echo", json={"text": "get:iliad"}).json() == {"text": "ILIAD"}
+            assert http.post("/v1:echo", json={"text": "get:missing"}).json() == {"text": "error:NOT_FOUND"}
+    finally:
+        gateway.stop()
+
+
 def test_id_tokens_from_the_metadata_server(ws, start, google):
     books = start("resources-books-v1", AUTH_MODE="id-token", AUTH_AUDIENCE=AUDIENCE,
                   AUTH_CERTS_URL=f"http://{google['host']}/certs", AUTH_ALLOWED_CALLERS=f"other@p.iam, {CALLER}")
@@ -402,7 +421,13 @@ def test_terraform_wires_the_caller_and_the_callee(ws):
     res = blocks(a, "resource")
     grants = {k: v for k, v in res.items() if k.startswith("google_cloud_run_v2_service_iam_member.")}
     assert set(grants) == {"google_cloud_run_v2_service_iam_member.calls_books",
+                           "google_cloud_run_v2_service_iam_member.gateway_calls_books",
                            "google_cloud_run_v2_service_iam_member.gateway_calls_service"}
+    # The in-process gateway calls the dependency itself; the proxy calls only its own service.
+    assert grants["google_cloud_run_v2_service_iam_member.gateway_calls_books"]["count"] == \
+        "${var.gateway && local.gateway_in_process ? 1 : 0}"
+    assert grants["google_cloud_run_v2_service_iam_member.gateway_calls_service"]["count"] == \
+        "${var.gateway && !local.gateway_in_process ? 1 : 0}"
     call = grants["google_cloud_run_v2_service_iam_member.calls_books"]
     assert unq(call["role"]) == "roles/run.invoker"
     assert unq(call["member"]) == "serviceAccount:${module.service.service_account_email}"
@@ -412,7 +437,8 @@ def test_terraform_wires_the_caller_and_the_callee(ws):
             for kind, named in entry.items() for name, body in named.items()}
     assert unq(data["google_cloud_run_v2_service.dep_books"]["name"]) == "${var.dep_books_service}"
     module = {k.strip('"'): v for k, v in a["module"][0].items()}["service"]
-    assert module["env"] == "${merge(var.env, local.dependency_env)}"
+    assert module["env"] == "${local.service_env}"
+    assert a["locals"][0]["service_env"] == "${merge(var.env, local.dependency_env)}"
     env = {k: unq(v) for k, v in a["locals"][1]["dependency_env"].items()}
     assert env["DEP_BOOKS_TARGET"].endswith(".run.app:443") and env["DEP_BOOKS_AUDIENCE"].startswith("https://${var.dep_books_service}-")
     assert env["DEP_BOOKS_TLS"] == "true"
@@ -421,7 +447,8 @@ def test_terraform_wires_the_caller_and_the_callee(ws):
 
     b = parse(ws / "neurons/resources-books-v1/terraform/cloudrun.tf")
     b_module = {k.strip('"'): v for k, v in b["module"][0].items()}["service"]
-    assert b_module["env"] == "${merge(var.env, local.caller_env)}"  # last: var.env cannot turn auth off
+    assert b_module["env"] == "${local.service_env}"
+    assert b["locals"][0]["service_env"] == "${merge(var.env, local.caller_env)}"  # last: var.env cannot turn auth off
     caller_env = {k: unq(v) for k, v in b["locals"][1]["caller_env"].items()}
     assert caller_env["AUTH_MODE"] == "id-token"
     assert caller_env["AUTH_AUDIENCE"].startswith("https://${var.service_name}-${data.google_project.this.number}.")

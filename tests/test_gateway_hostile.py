@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.helpers import ServerProcess
-from tests.test_gateway import Gateway, generate, run_schemathesis
+from tests.test_gateway import MODES, Gateway, generate, run_schemathesis
 
 BOOKS_PROTO = REPO / "examples/books/proto"
 
@@ -46,9 +46,12 @@ ECHO_METHODS = '''"""Echo servicer for the gateway tests: Say returns the reques
 
 from __future__ import annotations
 
+import time
+
 import echo_pb2
 import echo_pb2_grpc
 import grpc
+from scaffold_runtime import status
 
 
 class EchoService(echo_pb2_grpc.EchoServiceServicer):
@@ -56,6 +59,16 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         self.deps = deps
 
     def Say(self, request, context):
+        if request.text == "boom":  # an exception escapes: never its text, never UNKNOWN
+            raise RuntimeError("secret at /srv/app/methods.py line 12")
+        if request.text == "code-then-boom":  # a code set, then an exception: the code stands
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            raise RuntimeError("secret at /srv/app/methods.py line 15")
+        if request.text == "details":  # AIP-193 details in the grpc-status-details-bin trailer
+            status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "id is bad", reason="BAD_ID", domain="echo.test",
+                         metadata={"id": request.id}, violations=[("id", "must be a number")])
+        if request.text.startswith("sleep:"):  # holds its admission slot, bounded
+            time.sleep(min(5.0, float(request.text[6:])))
         request.metadata.extend(f"{k}={v if isinstance(v, str) else v.hex()}" for k, v in context.invocation_metadata()
                                 if not k.startswith(("grpc-", ":")) and k != "user-agent")
         return request
@@ -89,24 +102,28 @@ def echo_neuron(tmp_path_factory, emulator):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def echo(echo_neuron):
+@pytest.fixture(scope="module", params=MODES)
+def echo(echo_neuron, request):
+    """The echo neuron's gateway, proxy (to the module's server) or in-process."""
     root, server = echo_neuron
-    gateway = Gateway(root, server.target, {"GATEWAY_HEADER_TIMEOUT_SECONDS": "2", "GATEWAY_BODY_TIMEOUT_SECONDS": "2"})
+    gateway = Gateway(root, server.target if request.param == "proxy" else None,
+                      {"GATEWAY_HEADER_TIMEOUT_SECONDS": "2", "GATEWAY_BODY_TIMEOUT_SECONDS": "2"})
     yield gateway
     gateway.stop()
 
 
-@pytest.fixture(scope="module")
-def books(tmp_path_factory, emulator):
+@pytest.fixture(scope="module", params=MODES)
+def books(tmp_path_factory, emulator, request):
     base = tmp_path_factory.mktemp("books")
     root = generate(base, BOOKS_PROTO / "xmpl/br/resources/books/v1/books.proto", "books", BOOKS_PROTO)
-    server = ServerProcess(root, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
-                                  "AUTH_MODE": "api-key", "API_KEYS": "k1"})
-    gateway = Gateway(root, server.target)
+    env = {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local",
+           "AUTH_MODE": "api-key", "API_KEYS": "k1"}
+    server = ServerProcess(root, env) if request.param == "proxy" else None
+    gateway = Gateway(root, server.target if server else None, env)
     yield gateway
     gateway.stop()
-    server.stop()
+    if server:
+        server.stop()
 
 
 def google_error(r: httpx.Response, code: int) -> dict:

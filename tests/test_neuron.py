@@ -340,10 +340,18 @@ def test_neuron_run_serves_until_interrupted(books, workspace, emulator):
                                          capture_output=True, text=True, timeout=30).stdout
                 break
             time.sleep(0.3)
+        # The gateway serves in-process, on the same emulator: it sees what the server wrote.
+        import httpx
+
+        from tests.helpers import wait_for_port
+
+        wait_for_port(http_port, timeout=60)
+        rest = httpx.get(f"http://127.0.0.1:{http_port}/v1/books/dune", timeout=30)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         out, _ = proc.communicate(timeout=20)
     assert created is not None and '"name": "books/dune"' in created, out
+    assert rest.status_code == 200 and rest.json()["displayName"] == "Dune", (rest.text, out)
     assert "Firestore emulator: 127.0.0.1:" in out and f"gRPC server: 127.0.0.1:{port}" in out
     assert f"HTTP/JSON gateway: http://127.0.0.1:{http_port}" in out
     assert proc.returncode == 0, out

@@ -21,7 +21,7 @@ NEURON_VARIABLES = {
     "project_id", "region", "service_name", "image", "min_instances", "max_instances", "concurrency",
     "cpu", "memory", "timeout", "env", "secret_env", "allow_unauthenticated", "invoker_members",
     "deletion_protection", "gateway", "gateway_allow_unauthenticated", "firestore_location", "ingress",
-    "gateway_vpc_network", "gateway_vpc_subnetwork",
+    "gateway_vpc_network", "gateway_vpc_subnetwork", "gateway_mode",
 }
 
 
@@ -145,7 +145,17 @@ def test_neuron_terraform(deployed_ws):
     gateway = {k.strip(chr(34)): v for k, v in parse(tf / "cloudrun.tf")["module"][1].items()}["gateway"]
     assert unq(gateway["protocol"]) == "http" and gateway["project_roles"] == []
     assert gateway["count"] == "${var.gateway ? 1 : 0}"
-    assert "firestore_database" not in gateway  # the gateway reads no database
+    # gateway_mode: in-process (default) serves the methods itself with the service's database
+    # (access, not a second database), secrets and environment; proxy reads no database.
+    assert unq(variables["gateway_mode"]["default"]) == "in-process" and variables["gateway_mode"].get("validation")
+    assert gateway["firestore_database"] == '${local.gateway_in_process ? var.service_name : ""}'
+    assert gateway["firestore_database_create"] is False
+    assert "local.service_secret_env" in gateway["secret_env"] and "local.gateway_in_process" in gateway["secret_env"]
+    assert "local.service_env" in gateway["env"] and "local.gateway_proxy_env" in gateway["env"]
+    grant = blocks(parse(tf / "cloudrun.tf"), "resource")["google_cloud_run_v2_service_iam_member.gateway_calls_service"]
+    assert grant["count"] == "${var.gateway && !local.gateway_in_process ? 1 : 0}"  # no run.invoker when in-process
+    shared = (tf / unq(module["source"]) / "main.tf").read_text()
+    assert "var.firestore_database_create ? 1 : 0" in shared  # the module grants access without creating it
     # Its own Firestore database, named after the service.
     assert module["firestore_database"] == "${var.service_name}"
     # Ingress: internal-and-cloud-load-balancing when the gateway is the caller and reaches the
@@ -161,7 +171,8 @@ def test_neuron_terraform(deployed_ws):
     assert res["random_password.page_token_key"]["length"] >= 32
     assert unq(res["google_secret_manager_secret.page_token_key"]["secret_id"]) == "${var.service_name}-page-token-key"
     assert unq(res["google_secret_manager_secret_version.page_token_key"]["secret_data"]) == "${random_password.page_token_key.result}"
-    secret_env = module["secret_env"]
+    assert module["secret_env"] == "${local.service_secret_env}"
+    secret_env = cloudrun["locals"][0]["service_secret_env"]
     assert "PAGE_TOKEN_KEY" in secret_env and "google_secret_manager_secret.page_token_key.secret_id" in secret_env
     providers = settings["required_providers"][0]
     assert unq(providers["random"]["source"]) == "hashicorp/random"

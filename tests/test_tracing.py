@@ -89,9 +89,10 @@ def neurons(tmp_path_factory, emulator):
         b.stop()
 
 
-@pytest.fixture(scope="module")
-def traced_a(neurons):
-    """Neuron A's server and gateway app in this process, tracing to an in-memory exporter."""
+@pytest.fixture(scope="module", params=["proxy", "in-process"])
+def traced_a(neurons, request):
+    """Neuron A's gateway app in this process, tracing to an in-memory exporter: in front of A's
+    server (proxy), or serving A's servicers itself (in-process)."""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from scaffold_runtime import tracing
     from scaffold_runtime.gateway import create_app
@@ -110,13 +111,18 @@ def traced_a(neurons):
         import gateway
         import server
 
-        neuron = server.Neuron("127.0.0.1", 0)
-        neuron.start()
-        app = create_app(gateway.RULES, f"127.0.0.1:{neuron.port}")
+        if request.param == "proxy":
+            neuron = server.Neuron("127.0.0.1", 0)
+            neuron.start()
+            app = create_app(gateway.RULES, f"127.0.0.1:{neuron.port}")
+        else:
+            app = create_app(gateway.RULES, wiring=server.wiring)
         yield app, exporter, b
     finally:
         if neuron is not None:
             neuron.drain(grace=1.0)
+        elif "app" in locals():
+            asyncio.run(app.aclose())  # in-process: drains its calls
         tracing.shutdown()
         mp.undo()
         for p in paths:
@@ -126,7 +132,8 @@ def traced_a(neurons):
 
 
 def post(app, path: str, headers: dict | None = None) -> httpx.Response:
-    """POST ``path`` to the gateway app in-process (app.aclose() then closes its gRPC channel)."""
+    """POST ``path`` to the gateway app in this process (a proxy's gRPC channel is closed after)."""
+    from scaffold_runtime.gateway import Channel
 
     async def go():
         try:
@@ -134,7 +141,8 @@ def post(app, path: str, headers: dict | None = None) -> httpx.Response:
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
                 return await http.post(path, json={}, headers=headers or {}, timeout=30)
         finally:
-            await app.aclose()
+            if isinstance(app.upstream, Channel):  # its channel belongs to this event loop
+                await app.aclose()
 
     return asyncio.run(go())
 

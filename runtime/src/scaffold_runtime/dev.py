@@ -5,6 +5,9 @@ PORT+1) for the HTTP/JSON gateway when the neuron has one. When the neuron uses 
 neither FIRESTORE_EMULATOR_HOST nor GOOGLE_CLOUD_PROJECT is set, the Firestore emulator is
 started beside the server on a free port. The three run as one: when any of them fails, the
 others are stopped and the exit status is 1, with one line saying which failed and why.
+The gateway runs in-process (its own copy of the servicers, on the same emulator or project
+and environment as the server; GRPC_TARGET is not passed on). Without PAGE_TOKEN_KEY, one
+random key for the run is shared by both, so a page token from one works on the other.
 Ctrl-C drains the server, then stops the gateway and the emulator.
 """
 
@@ -170,6 +173,10 @@ def _serve(stack: contextlib.ExitStack, children: Children, signalled: list[str]
     if signalled:  # Ctrl-C while the emulator was starting
         return
     logs.setup()
+    if not os.environ.get("PAGE_TOKEN_KEY"):  # one key for this run, shared by the server and the gateway
+        import secrets
+
+        os.environ["PAGE_TOKEN_KEY"] = secrets.token_urlsafe(48)
     try:
         neuron = server.Neuron(host, port)
         neuron.start()
@@ -182,7 +189,10 @@ def _serve(stack: contextlib.ExitStack, children: Children, signalled: list[str]
         children.watch("Firestore emulator", emu.proc)
     if http_port is not None:
         gateway = _neuron_root() / "gateway.py"
-        env = {**os.environ, "PORT": str(http_port), "GRPC_TARGET": f"127.0.0.1:{port}"}
+        # In-process: the gateway serves the neuron's services itself, with the server's
+        # environment (the same emulator or project, PAGE_TOKEN_KEY, AUTH_*).
+        env = {**os.environ, "PORT": str(http_port)}
+        env.pop("GRPC_TARGET", None)
         # Its own session: Ctrl-C reaches the server, which drains, then we stop the gateway.
         proc = subprocess.Popen([sys.executable, str(gateway)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -1,8 +1,18 @@
 """HTTP/JSON to gRPC, from the proto's google.api.http rules (grpc-gateway's model, in Python).
 
 Each route binds path variables, query parameters and the body into the request message,
-calls the gRPC server at GRPC_TARGET, and answers in the proto3 JSON mapping (lowerCamel
-names). gRPC status codes map onto HTTP status codes with a JSON error body like Google
+calls the method, and answers in the proto3 JSON mapping (lowerCamel names). Two modes:
+
+- in-process (GRPC_TARGET unset; a neuron's gateway.py hands over its server.py's services):
+  the gateway process hosts the neuron's servicers itself and calls each method directly, no
+  gRPC hop, through the same interceptors the gRPC server applies (tracing, admission limits:
+  RESOURCE_EXHAUSTED -> 429, AUTH_MODE, the call log and statistics) in a pool of
+  GRPC_MAX_WORKERS threads (scaffold_runtime.inprocess). It needs what the server needs:
+  Firestore settings, PAGE_TOKEN_KEY, AUTH_*, the DEP_* settings of the neurons it calls. On
+  SIGTERM the admitted calls finish, then it exits.
+- proxy (GRPC_TARGET set): each call goes over gRPC to that server.
+
+Both render a failed call alike. gRPC status codes map onto HTTP status codes with a JSON error body like Google
 APIs return: ``{"error": {"code", "message", "status"}}``, for every error.
 
 Paths follow google.api.http's grammar (``/v1/{name=shelves/*}/books/*:verb``): the ``:verb``
@@ -19,17 +29,18 @@ header named ``grpc-metadata-<key>`` unless the key is reserved or hop-by-hop (`
 ``proxy-*``) or a credential already sent. ``-bin`` keys take padded standard base64 values (as grpc-gateway reads them).
 
 Settings (environment):
-- GRPC_TARGET (127.0.0.1:8080), GRPC_TARGET_TLS, GRPC_AUDIENCE (Cloud Run ID token audience).
+- GRPC_TARGET (proxy mode; unset: in-process), GRPC_TARGET_TLS, GRPC_AUDIENCE (Cloud Run ID
+  token audience of the gRPC service, proxy mode).
 - GATEWAY_MAX_BODY_BYTES: largest request body; default GRPC_MAX_RECEIVE_BYTES, else 4 MiB.
   A larger Content-Length is refused with 413 before the body is read; a chunked body is cut
   off with 413 as soon as it passes the limit.
 - GATEWAY_HEADER_TIMEOUT_SECONDS (10): a connection that has not sent a complete request head
   within this time (of connecting or of its previous response) is closed.
 - GATEWAY_BODY_TIMEOUT_SECONDS (30): a body not received in full within this time gets 408.
-- GATEWAY_CALL_TIMEOUT_SECONDS (60) and GATEWAY_STREAM_TIMEOUT_SECONDS (3600): gRPC deadlines
-  of unary and server-streaming calls.
+- GATEWAY_CALL_TIMEOUT_SECONDS (60) and GATEWAY_STREAM_TIMEOUT_SECONDS (3600): deadlines of
+  unary and server-streaming calls (``context.time_remaining()`` in-process).
 - TRACING, TRACE_SAMPLE_RATIO: a span per request (scaffold_runtime.tracing), whose context
-  the gRPC call carries as traceparent and x-cloud-trace-context.
+  the call carries as traceparent and x-cloud-trace-context.
 - CORS_ALLOWED_ORIGINS: comma-separated origins allowed to call from a browser (``*`` for any;
   default none: no CORS headers at all). CORS_ALLOWED_HEADERS adds request headers to the
   default list (authorization, content-type, x-api-key, traceparent, tracestate,
@@ -53,6 +64,7 @@ import grpc
 from google.protobuf import json_format
 
 from scaffold_runtime import tracing
+from scaffold_runtime.inprocess import CallError, InProcess
 
 log = logging.getLogger("gateway")
 
@@ -246,10 +258,19 @@ def rpc_details(exc) -> list[dict]:
         return []
 
 
-def rpc_error(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
-    """(status, message) of a failed call; the gateway's own connection failures name no address."""
+_UNCAUGHT = ("Exception calling application", "Calling application raised unprintable")
+
+
+def rpc_error(exc) -> tuple[str, str]:
+    """(status, message) of a failed call (a grpc.aio.AioRpcError, or an in-process CallError):
+    the gateway's own connection failures name no address, and an exception that escaped a
+    servicer is INTERNAL with no text of it (grpcio says UNKNOWN and quotes the exception)."""
     status, details = exc.code().name, exc.details() or exc.code().name.lower()
-    if status in ("UNAVAILABLE", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED") and _ADDRESS.search(details):
+    if status == "UNKNOWN":
+        return "INTERNAL", "internal error"
+    if details.startswith(_UNCAUGHT):  # a code the servicer set, then an exception
+        return status, status.lower()
+    if status in ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED") and _ADDRESS.search(details):
         details = "the service is unavailable; try again later" if status == "UNAVAILABLE" else status.lower()
     return status, details
 
@@ -482,58 +503,98 @@ def _settings() -> dict:
 STREAMING = {"stream_unary": "client-streaming", "stream_stream": "bidirectional-streaming"}
 
 
-def create_app(rules: list[Rule], target: str | None = None):
-    """The gateway as a plain ASGI app (HTTP and lifespan). Its lifespan's shutdown closes the
-    gRPC channel; without a lifespan, ``await app.aclose()`` does."""
-    target = target or os.environ.get("GRPC_TARGET", "127.0.0.1:8080")
-    state: dict = {}
-    router = Router(rules)
-    settings, cors = _settings(), Cors()
-    limit, body_timeout, call_timeout = settings["limit"], settings["body_timeout"], settings["call_timeout"]
-    too_large = f"the request body is larger than {limit} bytes"
+class Channel:
+    """The proxy upstream: each call goes over a grpc.aio channel to ``target`` (TLS with
+    GRPC_TARGET_TLS; on Cloud Run, the gateway's own ID token for GRPC_AUDIENCE). Calls raise
+    grpc.aio.AioRpcError."""
 
-    tls = os.environ.get("GRPC_TARGET_TLS", "").lower() in ("1", "true", "yes")
-    audience = os.environ.get("GRPC_AUDIENCE", "")
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.tls = os.environ.get("GRPC_TARGET_TLS", "").lower() in ("1", "true", "yes")
+        self.audience = os.environ.get("GRPC_AUDIENCE", "")
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict = {}
+        self._token = ("", 0.0)
 
-    def channel() -> grpc.aio.Channel:
-        if "channel" not in state:
-            state["channel"] = (grpc.aio.secure_channel(target, grpc.ssl_channel_credentials()) if tls
-                                else grpc.aio.insecure_channel(target))
-            state["calls"] = {}
-        return state["channel"]
-
-    def multicallable(rule: Rule):
-        """The rule's unary-unary or unary-stream callable on the channel, made once per channel."""
-        ch = channel()
-        calls = state["calls"]
+    def _callable(self, rule: Rule):
+        """The rule's unary-unary or unary-stream callable, made once per channel."""
+        if self._channel is None:
+            self._channel = (grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials()) if self.tls
+                             else grpc.aio.insecure_channel(self.target))
+            self._calls = {}
         key = id(rule)  # rules live as long as the app (the router holds them)
-        if key not in calls:
-            make = ch.unary_stream if rule.kind == "unary_stream" else ch.unary_unary
-            calls[key] = make(rule.method, request_serializer=rule.request.SerializeToString,
-                              response_deserializer=rule.response.FromString)
-        return calls[key]
+        call = self._calls.get(key)
+        if call is None:
+            make = self._channel.unary_stream if rule.kind == "unary_stream" else self._channel.unary_unary
+            call = self._calls[key] = make(rule.method, request_serializer=rule.request.SerializeToString,
+                                           response_deserializer=rule.response.FromString)
+        return call
 
-    def own_identity() -> list[tuple[str, str]]:
+    def _identity(self) -> list[tuple[str, str]]:
         """On Cloud Run: the gateway's ID token for a private gRPC service, sent as
         X-Serverless-Authorization so the caller's Authorization header passes through."""
-        if not audience:
+        if not self.audience:
             return []
-        token, expires = state.get("token", ("", 0.0))
+        token, expires = self._token
         if time.time() > expires - 300:
             import google.auth.transport.requests
             from google.oauth2 import id_token
 
-            token = id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
-            state["token"] = (token, time.time() + 3000)
+            token = id_token.fetch_id_token(google.auth.transport.requests.Request(), self.audience)
+            self._token = (token, time.time() + 3000)
         return [("x-serverless-authorization", f"Bearer {token}")]
 
-    async def stream(rule: Rule, message, metadata) -> Response:
+    async def unary(self, rule: Rule, message, metadata: list, timeout: float, peer: str = "", receive=None):
+        """The response; raises grpc.aio.AioRpcError."""
+        return await self._callable(rule)(message, metadata=metadata + self._identity(), timeout=timeout)
+
+    def stream(self, rule: Rule, message, metadata: list, timeout: float, peer: str = ""):
+        """A grpc.aio unary-stream call (``read()``, ``cancel()``)."""
+        return self._callable(rule)(message, metadata=metadata + self._identity(), timeout=timeout)
+
+    def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+
+def mode() -> str:
+    """"proxy" when GRPC_TARGET is set, else "in-process"."""
+    return "proxy" if os.environ.get("GRPC_TARGET") else "in-process"
+
+
+def create_app(rules: list[Rule], target: str | None = None, wiring=None, drain_grace: float | None = None):
+    """The gateway as a plain ASGI app (HTTP and lifespan).
+
+    Upstream: with ``target`` or GRPC_TARGET set, a gRPC channel to it (proxy mode); else, when
+    ``wiring`` is given (a :class:`scaffold_runtime.server.Wiring`, or a callable making one),
+    the neuron's servicers in this process (scaffold_runtime.inprocess); else 127.0.0.1:8080.
+    Its lifespan's startup warms Firestore (in-process, up to FIRESTORE_WARMUP_SECONDS); its
+    shutdown closes the channel, or refuses new calls and lets admitted ones finish within
+    ``drain_grace`` (SHUTDOWN_GRACE_SECONDS, 8) s. Without a lifespan, ``await app.aclose()``
+    does. ``app.upstream`` is the upstream. Raises what making the wiring raises."""
+    target = target or os.environ.get("GRPC_TARGET")
+    if target or wiring is None:
+        upstream = Channel(target or "127.0.0.1:8080")
+    else:
+        upstream = InProcess(wiring() if callable(wiring) else wiring)
+    grace = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "8")) if drain_grace is None else drain_grace
+    router = Router(rules)
+    settings, cors = _settings(), Cors()
+    limit, body_timeout, call_timeout = settings["limit"], settings["body_timeout"], settings["call_timeout"]
+    too_large = f"the request body is larger than {limit} bytes"
+    failed = (grpc.aio.AioRpcError, CallError)
+
+    async def stream(rule: Rule, message, metadata, peer: str) -> Response:
         """A server-streaming call as newline-delimited JSON; an error before the first message
         is an ordinary error answer."""
-        call = multicallable(rule)(message, metadata=metadata, timeout=settings["stream_timeout"])
         try:
+            call = upstream.stream(rule, message, metadata, settings["stream_timeout"], peer)
             first = await call.read()
-        except grpc.aio.AioRpcError as exc:
+        except failed as exc:
             return error(*rpc_error(exc), details=rpc_details(exc))
 
         def line(obj: dict) -> bytes:
@@ -546,7 +607,7 @@ def create_app(rules: list[Rule], target: str | None = None):
                     yield line({"result": json_format.MessageToDict(
                         getattr(item, rule.response_body) if rule.response_body else item)})
                     item = await call.read()
-            except grpc.aio.AioRpcError as exc:
+            except failed as exc:
                 yield line(error_body(*rpc_error(exc), details=rpc_details(exc)))
             finally:
                 call.cancel()
@@ -577,12 +638,14 @@ def create_app(rules: list[Rule], target: str | None = None):
         metadata = metadata_from(request)
         raw = await read_body(receive, limit, body_timeout) if rule.body else b""
         message = build_request(rule, raw, request.query if rule.body != "*" else {}, variables)
-        metadata = tracing.propagate(metadata) + own_identity()  # tracing on: this request's span
+        metadata = tracing.propagate(metadata)  # tracing on: this request's span
+        client = request.scope.get("client")
+        peer = f"ipv4:{client[0]}:{client[1]}" if client else ""
         if rule.kind == "unary_stream":
-            return await stream(rule, message, metadata)
+            return await stream(rule, message, metadata, peer)
         try:
-            response = await multicallable(rule)(message, metadata=metadata, timeout=call_timeout)
-        except grpc.aio.AioRpcError as exc:
+            response = await upstream.unary(rule, message, metadata, call_timeout, peer, receive)
+        except failed as exc:
             return error(*rpc_error(exc), details=rpc_details(exc))
         if rule.response_body:
             response = getattr(response, rule.response_body)
@@ -637,14 +700,24 @@ def create_app(rules: list[Rule], target: str | None = None):
             await response.chunks.aclose()
 
     async def aclose() -> None:
-        """Close the gRPC channel (the lifespan's shutdown does; for callers without a lifespan)."""
-        if "channel" in state:
-            await state.pop("channel").close()
+        """Close the gRPC channel, or drain the in-process calls (the lifespan's shutdown does;
+        for callers without a lifespan)."""
+        if isinstance(upstream, Channel):
+            await upstream.aclose()
+        else:
+            await asyncio.to_thread(upstream.drain, grace)
+
+    async def startup() -> None:
+        """In-process: Firestore warmed up (waiting at most FIRESTORE_WARMUP_SECONDS) and timers started."""
+        warming = upstream.start()
+        if warming is not None:
+            await asyncio.to_thread(warming.join, float(os.environ.get("FIRESTORE_WARMUP_SECONDS", "3") or 0))
 
     async def lifespan(receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await aclose()
@@ -664,7 +737,7 @@ def create_app(rules: list[Rule], target: str | None = None):
         await send(response.start())
         await send({"type": "http.response.body", "body": response.body})
 
-    app.aclose = aclose
+    app.aclose, app.upstream = aclose, upstream
     return app
 
 
@@ -740,21 +813,47 @@ def header_deadline_protocol(seconds: float, max_head: int = 64 * 1024) -> type:
     return Protocol
 
 
-def serve(rules: list[Rule]) -> None:
+def serve(rules: list[Rule], wiring=None) -> None:
+    """Run the gateway with uvicorn on $HOST:$PORT until SIGTERM/SIGINT; exits 2 with one log
+    line on a bad setting. GRPC_TARGET set: proxy to it. Unset, with ``wiring`` (a callable
+    making the neuron's :class:`scaffold_runtime.server.Wiring`, e.g. its server.py's
+    ``wiring``): in-process, the servicers served here; a stop request (deps.request_shutdown,
+    SERVER_MAX_LIFETIME) stops the gateway as SIGTERM does, admitted calls finishing first."""
+    import signal
+    import threading
+
     import uvicorn
 
     from scaffold_runtime import logs
+    from scaffold_runtime.server import StartupError, check_page_token_key
 
     logs.setup()
+    in_process = wiring is not None and mode() == "in-process"
+    stop_requested = threading.Event()
     try:
         tracing.setup(os.environ.get("K_SERVICE", "gateway"))
-    except (ValueError, RuntimeError) as exc:  # a bad setting: say which, no traceback
+        if in_process:
+            made = wiring(stop_requested=stop_requested)
+            if made.page_token_key:
+                check_page_token_key()
+            app = create_app(rules, wiring=made)
+        else:
+            app = create_app(rules)
+    except (StartupError, ValueError, RuntimeError) as exc:  # a bad setting: say which, no traceback
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     port = int(os.environ.get("PORT", "8081"))
     host = os.environ.get("HOST", "0.0.0.0")  # a container serves on every interface
-    log.info("gateway listening on port %d, calling %s", port, os.environ.get("GRPC_TARGET", "127.0.0.1:8080"))
+    upstream = "its services in-process" if in_process else os.environ.get("GRPC_TARGET", "127.0.0.1:8080")
+    log.info("gateway listening on port %d, calling %s", port, upstream)
+    if in_process:
+        def stop_when_requested() -> None:  # a servicer's request_shutdown stops us as SIGTERM does
+            stop_requested.wait()
+            if not app.upstream.draining:  # else: the lifespan's shutdown (after a signal) is draining
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=stop_when_requested, name="stop-watch", daemon=True).start()
     protocol = header_deadline_protocol(float(os.environ.get("GATEWAY_HEADER_TIMEOUT_SECONDS", "10")))
-    uvicorn.run(create_app(rules), host=host, port=port, log_level="warning", timeout_graceful_shutdown=8,
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=8,
                 http=protocol, loop="auto", h11_max_incomplete_event_size=64 * 1024,
                 access_log=False, proxy_headers=False, server_header=False)  # nothing reads them: less work per call

@@ -94,25 +94,34 @@ def _check_page_token_key() -> None:
                            "set it to a long random secret (Terraform mounts one from Secret Manager)")
 
 
-class Neuron:
-    """The server with its services registered; ``start``, then ``drain`` to stop.
+def check_page_token_key() -> None:
+    """Raises StartupError unless PAGE_TOKEN_KEY is set (the emulator may go without one)."""
+    _check_page_token_key()
+
+
+class Wiring:
+    """What a neuron serves, without a grpc.server: its Deps, one servicer per service and the
+    server interceptor chain (tracing when on, admission, auth when AUTH_MODE is set, the call
+    log with statistics). The gRPC server (:class:`Neuron`) and the in-process HTTP/JSON gateway
+    (scaffold_runtime.gateway) both serve through it.
 
     ``clients``: makes the clients of the neurons this one calls (``deps.clients``), given
-    ``client_interceptors`` (e.g. tracing) to add to each of their calls.
-    Raises StartupError for a setting it cannot start with (TLS files, limits, a busy port).
+    ``client_interceptors`` (e.g. tracing) to add to each of their calls. ``page_token_key``:
+    the neuron signs page tokens (a server refuses to start without PAGE_TOKEN_KEY outside the
+    emulator). Raises StartupError or RuntimeError for a setting it cannot work with (limits,
+    AUTH_MODE).
     """
 
-    def __init__(self, services: Sequence[Service], database: str = "(default)", host: str = "[::]",
-                 port: int = 8080, max_workers: int | None = None,
+    def __init__(self, services: Sequence[Service], database: str = "(default)", max_workers: int | None = None,
                  stop_requested: threading.Event | None = None, clients: Callable | None = None,
-                 client_interceptors: Sequence = ()) -> None:
+                 client_interceptors: Sequence = (), page_token_key: bool = False) -> None:
         self.services = tuple(services)
         self.service_names = tuple(s.name for s in self.services)
-        workers = max_workers or int(os.environ.get("GRPC_MAX_WORKERS", "16"))
+        self.page_token_key = page_token_key
+        self.workers = max_workers or int(os.environ.get("GRPC_MAX_WORKERS", "16"))
         self.stop_requested = stop_requested or threading.Event()
-        self.stopped = threading.Event()
         self.stats = RpcStats()
-        self.admission = Admission(*_limits(workers))
+        self.admission = Admission(*_limits(self.workers))
         interceptors = [self.admission, CallLogInterceptor(stats=self.stats)]
         checker = auth.from_environment()
         if checker is not None:
@@ -120,23 +129,61 @@ class Neuron:
         if tracing.enabled():  # first: admission, auth and the call log run inside the span
             interceptors.insert(0, tracing.TraceInterceptor())
         self.interceptors = tuple(interceptors)
+        if tracing.enabled():  # calls to other neurons continue the trace of the call being served
+            client_interceptors = (*tracing.client_interceptors(), *client_interceptors)
+        self.deps = Deps(self.stop_requested, self.stats, database=database, clients=clients,
+                         client_interceptors=client_interceptors)
+        self.servicers = tuple((s, s.servicer(self.deps)) for s in self.services)
+
+    def register(self, server) -> None:
+        """Add every servicer to ``server`` (a grpc.Server, or anything with its
+        add_generic_rpc_handlers / add_registered_method_handlers)."""
+        for s, servicer in self.servicers:
+            s.add_to_server(servicer, server)
+
+    def start_timers(self) -> None:
+        """SERVER_MAX_LIFETIME (a stop request when it runs out) and STATS_LOG_SECONDS
+        (statistics logged until the stop request), when set."""
+        lifetime = float(os.environ.get("SERVER_MAX_LIFETIME", "0") or 0)
+        if lifetime > 0:
+            timer = threading.Timer(lifetime, self.deps.request_shutdown, args=(f"maximum lifetime of {lifetime:g} s reached",))
+            timer.daemon = True
+            timer.start()
+        every = float(os.environ.get("STATS_LOG_SECONDS", "0") or 0)
+        if every > 0:
+            self.stats.log_every(every, self.stop_requested)
+
+
+class Neuron:
+    """The server with its services registered; ``start``, then ``drain`` to stop.
+
+    ``clients``: makes the clients of the neurons this one calls (``deps.clients``), given
+    ``client_interceptors`` (e.g. tracing) to add to each of their calls. The servicers, Deps
+    and interceptors are a :class:`Wiring` (``self.wiring``).
+    Raises StartupError for a setting it cannot start with (TLS files, limits, a busy port).
+    """
+
+    def __init__(self, services: Sequence[Service], database: str = "(default)", host: str = "[::]",
+                 port: int = 8080, max_workers: int | None = None,
+                 stop_requested: threading.Event | None = None, clients: Callable | None = None,
+                 client_interceptors: Sequence = ()) -> None:
+        wiring = Wiring(services, database, max_workers, stop_requested, clients, client_interceptors)
+        self.wiring = wiring
+        self.services, self.service_names = wiring.services, wiring.service_names
+        self.stop_requested, self.stats, self.admission = wiring.stop_requested, wiring.stats, wiring.admission
+        self.interceptors, self.deps = wiring.interceptors, wiring.deps
+        self.stopped = threading.Event()
         credentials = _tls_credentials()
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            interceptors=interceptors,
+            futures.ThreadPoolExecutor(max_workers=wiring.workers, thread_name_prefix="grpc"),
+            interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", int(os.environ.get("GRPC_MAX_RECEIVE_BYTES", "4194304"))),
                 ("grpc.so_reuseport", 0),
             ],
             compression=_compression(os.environ.get("GRPC_COMPRESSION", "none")),
         )
-        if tracing.enabled():  # calls to other neurons continue the trace of the call being served
-            client_interceptors = (*tracing.client_interceptors(), *client_interceptors)
-        deps = Deps(self.stop_requested, self.stats, database=database, clients=clients,
-                    client_interceptors=client_interceptors)
-        self.deps = deps
-        for s in self.services:
-            s.add_to_server(s.servicer(deps), self.server)
+        wiring.register(self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _load_service_files(self.services)
@@ -169,14 +216,7 @@ class Neuron:
             self.drain(grace)
 
         threading.Thread(target=watch, name="drain-watch", daemon=True).start()
-        lifetime = float(os.environ.get("SERVER_MAX_LIFETIME", "0") or 0)
-        if lifetime > 0:
-            timer = threading.Timer(lifetime, self.deps.request_shutdown, args=(f"maximum lifetime of {lifetime:g} s reached",))
-            timer.daemon = True
-            timer.start()
-        every = float(os.environ.get("STATS_LOG_SECONDS", "0") or 0)
-        if every > 0:
-            self.stats.log_every(every, self.stop_requested)
+        self.wiring.start_timers()
 
     def drain(self, grace: float = 8.0) -> None:
         """Turn health NOT_SERVING, refuse new calls (UNAVAILABLE), let the admitted calls
