@@ -312,3 +312,29 @@ def test_schemathesis_finds_no_server_errors(books, echo):
     """Property-based requests from each openapi.json against today's gateway: no 5xx."""
     run_schemathesis(books.root / "openapi.json", books.url, "--header", "x-api-key: k1")
     run_schemathesis(echo.root / "openapi.json", echo.url)
+
+
+# Review: JSON that does not fit the request got protobuf's and Python's own wording
+# ("expected string or bytes-like object, got 'int'", "invalid literal for int()", every field name).
+MISFITS = {
+    "number for a string": (b'{"text": 5}', "?", "text takes a string"),
+    "string for an int": (b'{"times": "x"}', "?", "times takes an integer (32-bit)"),
+    "int out of range": (b'{"times": 1e308}', "?", "times is out of range: it takes an integer (32-bit)"),
+    "array for a string": (b'{"text": [1]}', "?", "text takes a string"),
+    "object for a repeated": (b'{"metadata": {"a": 1}}', "?", "metadata takes a JSON array, each item a string"),
+    "unknown field": (b'{"nope": 1}', "?", 'Msg has no field "nope"'),
+    "query int": (b"{}", "?times=x", "times takes an integer (32-bit)"),
+}
+
+
+def test_json_that_does_not_fit_says_which_field_and_what_it_takes(echo):
+    with httpx.Client(base_url=echo.url, timeout=30) as http:
+        for name, (body, query, says) in MISFITS.items():
+            if query == "?":
+                response = http.post("/v1/say", content=body, headers={"content-type": "application/json"})
+            else:
+                response = http.get(f"/v1/say/1{query}")
+            error = google_error(response, 400)
+            assert error["status"] == "INVALID_ARGUMENT" and says in error["message"], (name, error)
+            for python in ("bytes-like", "invalid literal", "got '", "Available Fields", "Traceback"):
+                assert python not in error["message"], (name, error)

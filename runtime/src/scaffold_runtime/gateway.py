@@ -284,9 +284,13 @@ def _set_path(data: dict, path: str, value, what: str) -> None:
     data[keys[-1]] = value
 
 
+def _is_repeated(field) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 6; older ones have only label
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
+
+
 def _query_value(field, values: list[str]):
-    repeated = getattr(field, "is_repeated", None)
-    repeated = repeated if repeated is not None else field.label == field.LABEL_REPEATED
+    repeated = _is_repeated(field)
     if field.type == field.TYPE_BOOL:  # ?showDeleted=true: JSON wants a bool, not the string
         values = [{"true": True, "false": False}.get(v, v) for v in values]
     return values if repeated else values[-1]
@@ -417,8 +421,83 @@ def build_request(rule: Rule, raw: bytes, query: dict[str, list[str]], variables
     except RecursionError:
         raise HttpError("INVALID_ARGUMENT", "cannot read the request: it nests too deeply") from None
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
-        raise HttpError("INVALID_ARGUMENT", f"cannot read the request: {str(exc)[:200]}") from None
+        raise HttpError("INVALID_ARGUMENT", parse_problem(str(exc), rule.request.DESCRIPTOR)) from None
     return message
+
+
+_UNKNOWN_FIELD = re.compile(r'has no field named "(.{0,80}?)" at "(\w+)"')
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field")
+_WELL_KNOWN = {
+    "google.protobuf.Timestamp": 'an RFC 3339 time such as "2024-05-01T12:00:00Z"',
+    "google.protobuf.Duration": 'a duration such as "3.5s"',
+    "google.protobuf.FieldMask": 'a comma-separated string of field names such as "displayName,author"',
+    "google.protobuf.Struct": "a JSON object",
+    "google.protobuf.ListValue": "a JSON array",
+}
+_T = json_format.descriptor.FieldDescriptor
+_SCALARS = {_T.TYPE_STRING: "a string", _T.TYPE_BYTES: "a base64 string", _T.TYPE_BOOL: "true or false",
+            _T.TYPE_DOUBLE: "a number", _T.TYPE_FLOAT: "a number"}
+
+
+def _expected(fd, element: bool = False) -> str:
+    """What JSON field ``fd`` takes, in words (``element``: one item of a repeated field)."""
+    if not element and fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        return "a JSON object (a map)"
+    if not element and _is_repeated(fd):
+        return f"a JSON array, each item {_expected(fd, element=True)}"
+    if fd.enum_type is not None:
+        names = [v.name for v in fd.enum_type.values]
+        return "one of " + ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
+    if fd.message_type is not None:
+        full = fd.message_type.full_name
+        if full in _WELL_KNOWN:
+            return _WELL_KNOWN[full]
+        if full.startswith("google.protobuf.") and full.endswith("Value") and "value" in fd.message_type.fields_by_name:
+            return _expected(fd.message_type.fields_by_name["value"])  # wrappers: the wrapped scalar
+        return f"a JSON object ({fd.message_type.name})"
+    if fd.type in _SCALARS:
+        return _SCALARS[fd.type]
+    unsigned = fd.type in (_T.TYPE_UINT32, _T.TYPE_UINT64, _T.TYPE_FIXED32, _T.TYPE_FIXED64)
+    bits = 64 if fd.type in (_T.TYPE_INT64, _T.TYPE_UINT64, _T.TYPE_SINT64, _T.TYPE_FIXED64, _T.TYPE_SFIXED64) else 32
+    return f"an integer ({'unsigned, ' if unsigned else ''}{bits}-bit)"
+
+
+def _find_field(descriptor, name: str, depth: int = 4):
+    """A field called ``name`` (proto or JSON name) in ``descriptor`` or its nested messages,
+    breadth first, at most ``depth`` levels down; None if there is none."""
+    level, seen = [descriptor], set()
+    for _ in range(depth):
+        following = []
+        for desc in level:
+            if desc.full_name in seen:
+                continue
+            seen.add(desc.full_name)
+            for f in desc.fields:
+                if name in (f.name, f.json_name):
+                    return f
+                if f.message_type is not None:
+                    following.append(f.message_type)
+        level = following
+    return None
+
+
+def parse_problem(text: str, descriptor) -> str:
+    """A message for a request JSON that does not fit ``descriptor``, from protobuf's ParseError
+    ``text``: the field and what it takes, never Python's own wording or the list of fields."""
+    m = _UNKNOWN_FIELD.search(text)
+    if m:
+        return f"cannot read the request: {m.group(2)} has no field {json.dumps(m.group(1))}"
+    names = _FAILED_FIELD.findall(text)
+    path = ".".join(names)
+    _proto_path, fd = _resolve(descriptor, path) if path else (None, None)
+    if fd is None and names:  # protobuf names only the innermost field of some nested values
+        fd = _find_field(descriptor, names[-1])
+        path = names[-1]
+    if fd is None:
+        return f"cannot read the request: it does not fit {descriptor.name} (check field names and value types)"
+    if "out of range" in text.lower():
+        return f"cannot read the request: {path} is out of range: it takes {_expected(fd)}"
+    return f"cannot read the request: {path} takes {_expected(fd)}"
 
 
 def metadata_from(request: Request) -> list[tuple[str, str | bytes]]:
