@@ -8,7 +8,6 @@ stubs, and the names tests use. It is frozen; templates receive nothing else.
 from __future__ import annotations
 
 import keyword
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -651,17 +650,10 @@ def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
     protoc is asked for every file the sources reach that no installed package ships stubs
     for; the descriptor set it writes alongside feeds the view model.
     """
-    local = protoc.local_closure(source)
-    out: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="scaffold-neuron-") as tmp:
-        stubs = Path(tmp) / "stubs"
-        descriptor = Path(tmp) / "set.binpb"
-        protoc.compile_protos(source, python_out=stubs, descriptor_out=descriptor, files=local)
-        for path in sorted(stubs.rglob("*")):
-            if path.is_file():
-                out[f"protobuf/{path.relative_to(stubs).as_posix()}"] = path.read_bytes()
-        descriptors = descriptor.read_bytes()
-        api = view_model(descriptors, source.files)
+    result = protoc.compile_source(source, files=protoc.local_closure(source))
+    out = {f"protobuf/{rel}": data for rel, data in result.stubs.items()}
+    descriptors = result.descriptors
+    api = view_model(descriptors, source.files)
     return (api, out, descriptors) if with_descriptors else (api, out)
 
 
