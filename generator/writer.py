@@ -214,7 +214,7 @@ def _fsync_many(fds: list[int]) -> None:
         try:
             for fd in part:
                 os.fsync(fd)
-        except BaseException as exc:  # re-raised by the caller's thread
+        except OSError as exc:  # re-raised by the caller's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=sync, args=(fds[i::_FSYNC_THREADS],)) for i in range(min(_FSYNC_THREADS, len(fds)))]
