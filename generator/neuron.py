@@ -662,10 +662,31 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
     from this package index instead of carrying its wheel in ``wheels/``. ``pin``: a
     release.Pin when the proto's stubs are installed from their release (``stubs`` then holds
     only other protos' stubs)."""
-    from generator.render import render
+    from generator import render_cache
     from generator.runtime_dist import wheel
 
     runtime = wheel()
+    p = render_cache.rendered((neuron, api, runtime_index, pin), runtime,
+                              lambda: _render(neuron, api, runtime, runtime_index, pin))
+    folders: set[str] = set()
+    for rel, data in stubs.items():
+        p.add(rel, data, FileOwner.GENERATED)
+        parts = rel.split("/")[1:-1]
+        for i in range(1, len(parts) + 1):
+            folders.add("/".join(parts[:i]))
+    # With released stubs installed, folders above the stub modules stay namespace packages (as in
+    # the released package), so protobuf/xmpl/ does not hide the installed xmpl.br.resources….
+    holding = {rel.split("/", 1)[1].rpartition("/")[0] for rel in stubs if rel.endswith(".py")}
+    for folder in sorted(folders):
+        if folder.split("/")[0] not in ("google", "grpc") and (pin is None or folder in holding):
+            p.add(f"protobuf/{folder}/__init__.py", "", FileOwner.GENERATED)
+    return p
+
+
+def _render(neuron: Neuron, api: schema.Api, runtime, runtime_index: str, pin) -> Plan:
+    """The neuron's rendered files (templates, openapi.json, indexes), Python formatted by ruff."""
+    from generator.render import render
+
     p = Plan()
     ctx = {"neuron": neuron}
     p.add("server.py", render("neuron/server.py.j2", **ctx), FileOwner.GENERATED)
@@ -702,18 +723,6 @@ def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_in
         p.add(f"tests/{svc.contract_module}.py", render("neuron/tests/test_contract.py.j2", svc=svc, **ctx),
               FileOwner.GENERATED)
     _format_python(p)
-    folders: set[str] = set()
-    for rel, data in stubs.items():
-        p.add(rel, data, FileOwner.GENERATED)
-        parts = rel.split("/")[1:-1]
-        for i in range(1, len(parts) + 1):
-            folders.add("/".join(parts[:i]))
-    # With released stubs installed, folders above the stub modules stay namespace packages (as in
-    # the released package), so protobuf/xmpl/ does not hide the installed xmpl.br.resources….
-    holding = {rel.split("/", 1)[1].rpartition("/")[0] for rel in stubs if rel.endswith(".py")}
-    for folder in sorted(folders):
-        if folder.split("/")[0] not in ("google", "grpc") and (pin is None or folder in holding):
-            p.add(f"protobuf/{folder}/__init__.py", "", FileOwner.GENERATED)
     return p
 
 
@@ -835,9 +844,13 @@ def create(
 
     clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
     # Issue 15: a release pin replaces the proto's own stubs (release.neuron_stubs says which).
-    from generator import release
+    # Without --stubs, --stubs-version or a recorded pin the stubs are copied: release (~10-25 ms
+    # to import) is not needed.
+    pin = None
+    if stubs_from is not None or stubs_version is not None or (record is not None and record.stubs_distribution):
+        from generator import release
 
-    pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
+        pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
     stubs = {**dep_stubs, **stubs} if pin is None else {k: v for k, v in dep_stubs.items() if k not in stubs}
     model = replace(model, dependencies=clients, callers=dependencies.callers(ws, root))
     p = plan(model, stubs, api, runtime_index=ws.runtime_index, pin=pin)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -163,10 +162,7 @@ class Lookup:
                 continue  # gone or corrupted: this run rewrites it
             result = _unpack(blob)
             if result is not None:
-                try:
-                    os.utime(self.folder)  # recently used: kept by _prune
-                except OSError:
-                    pass
+                usercache.touch(self.folder)  # recently used: kept by usercache.prune
                 return result
         return None
 
@@ -210,17 +206,5 @@ class Lookup:
                     (self.folder / e["result"]).unlink(missing_ok=True)
                 except OSError:
                     pass
-        _prune(self.folder.parent)
+        usercache.prune(self.folder.parent, MAX_KEYS)
 
-
-def _prune(root: Path) -> None:
-    """Keep the :data:`MAX_KEYS` most recently used key folders under ``root``."""
-    try:
-        folders = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and len(e.name) == 64]
-        if len(folders) <= MAX_KEYS:
-            return
-        folders.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns, reverse=True)
-    except OSError:
-        return
-    for e in folders[MAX_KEYS:]:
-        shutil.rmtree(e.path, ignore_errors=True)

@@ -48,3 +48,34 @@ def store(path: Path, data: bytes) -> bool:
             except OSError:
                 pass
         return False
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently modified entries of ``folder`` named by a sha256 (64 hex
+    digits; files or folders), removing the rest; errors are ignored (a concurrent run may be
+    pruning too)."""
+    import shutil
+
+    try:
+        found = [e for e in os.scandir(folder) if len(e.name) == 64]
+        if len(found) <= keep:
+            return
+        found.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for e in found[keep:]:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+
+
+def touch(path: Path) -> None:
+    """Mark ``path`` as just used (for :func:`prune`); ignored when it cannot be."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
