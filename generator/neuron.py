@@ -7,6 +7,7 @@ stubs, and the names tests use. It is frozen; templates receive nothing else.
 
 from __future__ import annotations
 
+import functools
 import keyword
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -592,10 +593,12 @@ default_dir = names.default_folder  # the default folder for a proto (names.defa
 
 def _check_same_neuron(root: Path, source: protoc.Source) -> None:
     """Refuse a folder that holds a neuron made from another proto: it has no stubs of ours."""
+    own_stub = root / "protobuf" / (Path(source.files[0]).with_suffix("").as_posix() + "_pb2.py")
+    if not (root / "server.py").is_file() or own_stub.is_file():
+        return
     from generator.release import serves_released
 
-    own_stub = root / "protobuf" / (Path(source.files[0]).with_suffix("").as_posix() + "_pb2.py")
-    if not (root / "server.py").is_file() or own_stub.is_file() or serves_released(root, source.files[0]):
+    if serves_released(root, source.files[0]):
         return
     first = (root / "server.py").read_text(encoding="utf-8", errors="replace").partition("\n")[0]
     made_from = first.removeprefix('"""gRPC server for ').rstrip(".")
@@ -644,30 +647,38 @@ def dependency_clients(ws: Workspace, root: Path) -> tuple[tuple[DepClient, ...]
     return tuple(clients), stubs, descriptors
 
 
-def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
-    """One protoc run: the view model, and stubs for the protos and their local imports.
-
-    protoc is asked for every file the sources reach that no installed package ships stubs
-    for; the descriptor set it writes alongside feeds the view model.
-    """
+def compile_stubs(source: protoc.Source) -> tuple[dict[str, bytes], bytes]:
+    """One protoc run: stubs (``protobuf/…``) for the protos and every import they reach that no
+    installed package ships stubs for, and the descriptor set (imports and source info)."""
     result = protoc.compile_source(source, files=protoc.local_closure(source))
-    out = {f"protobuf/{rel}": data for rel, data in result.stubs.items()}
-    descriptors = result.descriptors
+    return {f"protobuf/{rel}": data for rel, data in result.stubs.items()}, result.descriptors
+
+
+def compile_all(source: protoc.Source, *, with_descriptors: bool = False):
+    """:func:`compile_stubs`, and the view model of the source files built from the descriptor set:
+    ``(api, stubs)``, or ``(api, stubs, descriptors)`` with ``with_descriptors``."""
+    out, descriptors = compile_stubs(source)
     api = view_model(descriptors, source.files)
     return (api, out, descriptors) if with_descriptors else (api, out)
 
 
-def plan(neuron: Neuron, stubs: dict[str, bytes], api: schema.Api, *, runtime_index: str = "", pin=None) -> Plan:
-    """Every file of the neuron, with its owner. ``runtime_index``: install scaffold-runtime
-    from this package index instead of carrying its wheel in ``wheels/``. ``pin``: a
-    release.Pin when the proto's stubs are installed from their release (``stubs`` then holds
-    only other protos' stubs)."""
+def plan(inputs: tuple, made, stubs: dict[str, bytes], *, runtime_index: str = "", pin=None) -> Plan:
+    """Every file of the neuron, with its owner. ``made()`` gives the (Neuron, Api) to render,
+    and ``inputs`` is everything they are made from (the render cache's key, with the installed
+    distributions the pins come from): a rendering seen before is served without making them.
+    ``runtime_index``: install scaffold-runtime from this package index instead of carrying its
+    wheel in ``wheels/``. ``pin``: a release.Pin when the proto's stubs are installed from their
+    release (``stubs`` then holds only other protos' stubs)."""
     from generator import render_cache
     from generator.runtime_dist import wheel
 
     runtime = wheel()
-    p = render_cache.rendered((neuron, api, runtime_index, pin), runtime,
-                              lambda: _render(neuron, api, runtime, runtime_index, pin))
+
+    def render() -> Plan:
+        neuron, api = made()
+        return _render(neuron, api, runtime, runtime_index, pin)
+
+    p = render_cache.rendered((*inputs, runtime_index, pin, pins.installed()), runtime, render)
     folders: set[str] = set()
     for rel, data in stubs.items():
         p.add(rel, data, FileOwner.GENERATED)
@@ -836,29 +847,43 @@ def create(
             f"{root.name} was made by scaffold {record.scaffold}, newer than this scaffold {__version__}",
             hint=f"install scaffold {record.scaffold} or later; a downgrade could undo fixes the neuron relies on",
         )
-    api, stubs, descriptors = compile_all(source, with_descriptors=True)
-    model = build(api, dirname, title, user_uses_firestore=_user_uses_firestore(root), declared=read_indexes(root))
-    from dataclasses import replace
+    stubs, descriptors = compile_stubs(source)
+    uses_firestore, declared = _user_uses_firestore(root), read_indexes(root)
+
+    @functools.cache
+    def made() -> tuple[Neuron, schema.Api]:
+        """The view model and Api (parsing the descriptor set imports protobuf: ~50 ms, not
+        needed when the rendering is cached)."""
+        api = view_model(descriptors, source.files)
+        model = build(api, dirname, title, user_uses_firestore=uses_firestore, declared=declared)
+        return replace(model, dependencies=clients, callers=callers), api
 
     from generator import dependencies
+    from generator.errors import ScaffoldError
 
-    clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
-    # Issue 15: a release pin replaces the proto's own stubs (release.neuron_stubs says which).
-    # Without --stubs, --stubs-version or a recorded pin the stubs are copied: release (~10-25 ms
-    # to import) is not needed.
-    pin = None
-    if stubs_from is not None or stubs_version is not None or (record is not None and record.stubs_distribution):
-        from generator import release
+    try:
+        clients, dep_stubs, dep_descriptors = dependency_clients(ws, root)
+        # Issue 15: a release pin replaces the proto's own stubs (release.neuron_stubs says which).
+        # Without --stubs, --stubs-version or a recorded pin the stubs are copied: release (~10-25 ms
+        # to import) is not needed.
+        pin = None
+        if stubs_from is not None or stubs_version is not None or (record is not None and record.stubs_distribution):
+            from generator import release
 
-        pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
+            pin = release.neuron_stubs(ws, source, name, record, stubs_from, stubs_version, stubs, descriptors)
+        callers = dependencies.callers(ws, root)
+    except ScaffoldError:
+        clients, callers = (), ()
+        made()  # a proto no neuron can serve is reported first, as before
+        raise
     stubs = {**dep_stubs, **stubs} if pin is None else {k: v for k, v in dep_stubs.items() if k not in stubs}
-    model = replace(model, dependencies=clients, callers=dependencies.callers(ws, root))
-    p = plan(model, stubs, api, runtime_index=ws.runtime_index, pin=pin)
+    inputs = (provenance.sha256(descriptors), source.files, dirname, title, uses_firestore, declared, clients, callers)
+    p = plan(inputs, made, stubs, runtime_index=ws.runtime_index, pin=pin)
     notes: list[str] = []
     if update:
         from generator import merge
 
-        p, notes = merge.merge_user_files(root, p, model)
+        p, notes = merge.merge_user_files(root, p, made()[0])
         for path in _stale_generated(root, record, p):
             p.remove(path)
     origin = origin or Origin(name=name or "")

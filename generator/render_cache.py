@@ -1,21 +1,23 @@
 """A neuron's rendered files kept per user (``$XDG_CACHE_HOME/scaffold/render``), so a create or
-update whose rendering inputs were all seen before skips Jinja (its import alone is ~30 ms),
-the templates, openapi and ruff.
+update whose inputs were all seen before skips building the view model (protobuf's import and
+the descriptor set's parse), Jinja (its import alone is ~30 ms), the templates, openapi and ruff.
 
-The key is a sha256 of everything the rendering reads:
+The key is a sha256 of everything the view model and the rendering read:
 
-- its arguments: ``repr`` of the view model (:class:`generator.neuron.Neuron`) and of the
-  :class:`generator.schema.Api`, both frozen dataclasses whose every field is in their repr
-  (a value without a faithful repr can only make the key never repeat: a miss, never a stale
-  hit), the release pin, the runtime index, and the runtime wheel (version, filename,
-  requirements and the sha256 of its bytes);
-- what renders them: Python's version, and the path, size and mtime of every file of
-  scaffold's code and templates and of the Jinja2, inflect and ruff installations (the check
-  Python itself makes before trusting a ``.pyc``).
+- the inputs :func:`generator.neuron.plan` is given: the descriptor set's sha256 and the
+  source files (the Api is made from nothing else), the folder name and title, the neuron's own
+  choices (methods.py using Firestore, indexes.toml), its dependency clients and callers, the
+  release pin, the runtime index, and every installed distribution with its version (the pins
+  come from them), each as its ``repr`` (frozen dataclasses and tuples whose every field is in
+  their repr: a value without a faithful repr only makes the key never repeat, a miss, never
+  a stale hit); and the runtime wheel (version, filename, requirements, sha256 of its bytes);
+- what builds and renders them: Python's version, and the path, size and mtime of every file
+  of scaffold's code and templates and of the installed packages in :data:`PACKAGES` and ruff
+  (the check Python itself makes before trusting a ``.pyc``).
 
 An entry is the files in plan order as JSON, behind the sha256 of that JSON (checked on read:
 a damaged entry is a miss, and rewritten). Written atomically; an unusable cache folder means
-no cache.
+no cache. Only a successful rendering is stored, so a proto that fails a check fails every time.
 """
 
 from __future__ import annotations
@@ -53,10 +55,18 @@ def _package(name: str) -> list[str]:
     """Stat lines of an installed package's files (``missing`` when it is not installed)."""
     import importlib.util
 
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.origin:
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
         return [f"{name}: missing\n"]
-    return _tree(Path(spec.origin).parent)
+    return [line for folder in spec.submodule_search_locations for line in _tree(Path(folder))]
+
+
+# What parses the descriptor set (protobuf, its upb extension, the option extensions of
+# googleapis-common-protos), renders (Jinja2) and inflects names (inflect).
+PACKAGES = ("google.protobuf", "google._upb", "google.api", "google.longrunning", "jinja2", "inflect")
 
 
 def _key(inputs: tuple, runtime) -> str | None:
@@ -66,8 +76,8 @@ def _key(inputs: tuple, runtime) -> str | None:
 
     ruff = _ruff()
     try:
-        parts = [FORMAT, sys.version, *_tree(Path(__file__).parent), *_tree(template_root()), *_package("jinja2"),
-                 *_package("inflect"), _stat_line(ruff) if ruff else "ruff: missing\n"]
+        parts = [FORMAT, sys.version, *_tree(Path(__file__).parent), *_tree(template_root()),
+                 *(line for name in PACKAGES for line in _package(name)), _stat_line(ruff) if ruff else "ruff: missing\n"]
     except OSError:
         return None
     h = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape"))
@@ -111,7 +121,8 @@ def _load(blob: bytes | None, runtime) -> Plan | None:
 
 
 def rendered(inputs: tuple, runtime, render: Callable[[], Plan]) -> Plan:
-    """The plan ``render()`` makes from ``inputs`` and ``runtime``, from the cache when it was made before."""
+    """The plan ``render()`` makes from ``inputs`` and ``runtime`` (everything it reads besides
+    scaffold's code and the packages the key stats), from the cache when it was made before."""
     key = _key(inputs, runtime)
     if key is None:
         return render()

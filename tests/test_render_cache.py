@@ -135,3 +135,24 @@ def test_an_entry_naming_a_path_outside_the_neuron_is_a_miss(tmp_path):
         assert render_cache._load(hashlib.sha256(body).hexdigest().encode() + b"\n" + body, wheel()) is None
     body = json.dumps([["ok.txt", "generated", False, False, False, "x"]]).encode()
     assert render_cache._load(hashlib.sha256(body).hexdigest().encode() + b"\n" + body, wheel()).files[0].content == "x"
+
+
+def test_the_neurons_own_files_are_inputs_too(workspace, scaffold, tmp_path):
+    """indexes.toml and methods.py feed the rendering besides the proto: an edit renders again,
+    and the cached result is what an uncached run writes."""
+    assert scaffold("proto", "create", BOOKS).code == 0
+    cache = str(tmp_path / "cache")
+    blocker = tmp_path / "file"
+    blocker.write_text("no cache can live here\n")
+    first, _ = make(workspace, cache)
+    root = workspace / "neurons" / "resources-books-v1"
+    (root / "indexes.toml").write_text('[[index]]\ncollection = "books"\nfields = [["author", "ASCENDING"], '
+                                       '["create_time", "DESCENDING"]]\n')
+    assert run_cli(workspace, cache, "neuron", "update", BOOKS)[0]  # rendered again
+    indexes_tf = (root / "terraform" / "indexes.tf").read_text()
+    assert "author" in indexes_tf and indexes_tf.encode() != first["resources-books-v1/terraform/indexes.tf"]
+    cached = tree(workspace / "neurons")
+    run_cli(workspace, str(blocker), "neuron", "update", BOOKS)  # no cache: the same files, nothing to change
+    assert tree(workspace / "neurons") == cached
+    run_cli(workspace, cache, "neuron", "update", BOOKS)  # from the cache entry
+    assert tree(workspace / "neurons") == cached
