@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/cli.py [--runs 9]
 
-Compares `scaffold --help` with a two-command typer app, and `scaffold proto gen` with plain
-`python -m grpc_tools.protoc` on the same proto. Timings only; no assertions.
+Compares `scaffold --help` with a two-command typer app, `scaffold proto gen` with plain
+`python -m grpc_tools.protoc` on the same proto, and `scaffold neuron create` with cookiecutter
+(with the user caches warm, as for any create after the first, and with them empty). Timings
+only; no assertions.
 
 The generator's modules are byte-compiled first, as `pip install` does for an installed
 scaffold (and did for cookiecutter): an editable checkout under PYTHONDONTWRITEBYTECODE=1
@@ -37,13 +39,13 @@ app()
 '''
 
 
-def timed(cmd, cwd, runs, setup=None) -> float:
+def timed(cmd, cwd, runs, setup=None, env=None) -> float:
     samples = []
     for _ in range(runs):
         if setup:
             setup()
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1000
 
@@ -122,6 +124,16 @@ def main() -> None:
             rows.append(("cookiecutter, eight static files", cc_ms, "(alternated with the next row)"))
             rows.append(("scaffold neuron create (stubs included)", create_ms,
                          f"{create_ms / cc_ms:.2f}x cookiecutter (per-pair ratios {min(ratios):.2f}-{max(ratios):.2f})"))
+            cold = tmp / "cold-cache"
+
+            def drop_neuron_and_caches():
+                drop_neuron()
+                shutil.rmtree(cold, ignore_errors=True)
+
+            cold_ms = timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron_and_caches,
+                            env={**os.environ, "XDG_CACHE_HOME": str(cold)})
+            rows.append(("  the same with empty user caches", cold_ms,
+                         f"{cold_ms / cc_ms:.2f}x cookiecutter (protoc, ruff, rendering all run)"))
         else:
             create_ms = timed([SCAFFOLD, "neuron", "create", name], ws, runs, drop_neuron)
             rows.append(("scaffold neuron create (stubs included)", create_ms, "(pip install cookiecutter failed)"))

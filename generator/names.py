@@ -175,18 +175,72 @@ def _engine(classical: bool = True):
 _CAMEL_TAIL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+class _Answers:
+    """inflect's answers kept per user (``~/.cache/scaffold/inflect``), so a run whose words were
+    all seen before never imports inflect (~15-40 ms). The file is named by inflect's installed
+    module (path, size, mtime): another inflect starts afresh. Unreadable or unwritable: no cache."""
+
+    def __init__(self) -> None:
+        self.path = None
+        self.known: dict[str, str] = {}
+        try:
+            self._load()
+        except OSError:
+            self.path = None
+
+    def _load(self) -> None:
+        import hashlib
+        import importlib.util
+        import json
+        import os
+
+        from generator import usercache
+
+        spec = importlib.util.find_spec("inflect")
+        if spec is None or not spec.origin:
+            return
+        st = os.stat(spec.origin)
+        name = hashlib.sha256(f"{spec.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+        self.path = usercache.directory("inflect") / f"{name}.json"
+        raw = usercache.read(self.path)
+        try:
+            known = json.loads(raw) if raw else {}
+        except ValueError:
+            return  # damaged: rewritten with the next answer
+        if isinstance(known, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in known.items()):
+            self.known = known
+
+    def get(self, question: str, compute) -> str:
+        """The answer to ``question`` (e.g. ``"singular:shelves"``), from ``compute()`` the first time."""
+        if question not in self.known:
+            import json
+
+            from generator import usercache
+
+            self.known[question] = compute()
+            if self.path is not None:
+                usercache.store(self.path, json.dumps(self.known, sort_keys=True).encode())
+        return self.known[question]
+
+
+@functools.cache
+def _answers() -> _Answers:
+    return _Answers()
+
+
 def singular(word: str) -> str:
     """The singular of an English noun, of the last word of ``book-shelves``, ``book_shelves``
     or ``bookShelves`` (``people`` -> ``person``); unchanged when already singular."""
     head, tail = _split_last(word)
-    one = _engine().singular_noun(tail.lower())
+    one = _answers().get(f"singular:{tail.lower()}", lambda: _engine().singular_noun(tail.lower()) or "")
     return head + _same_case(tail, one) if one else word
 
 
 def plural(word: str) -> str:
     """The plural of a singular English noun (``person`` -> ``people``), last word inflected."""
     head, tail = _split_last(word)
-    return head + _same_case(tail, _engine(classical=False).plural_noun(tail.lower()))
+    many = _answers().get(f"plural:{tail.lower()}", lambda: _engine(classical=False).plural_noun(tail.lower()))
+    return head + _same_case(tail, many)
 
 
 def _split_last(word: str) -> tuple[str, str]:

@@ -40,6 +40,11 @@ def _dist_versions() -> dict[str, str]:
     return found
 
 
+def installed() -> tuple[tuple[str, str], ...]:
+    """Every distribution found on sys.path with its version, sorted: what the pins can come from."""
+    return tuple(sorted(_dist_versions().items()))
+
+
 FALLBACK.update({"uvicorn": "0.54.0", "httptools": "0.9.0", "uvloop": "0.23.0", "pytest": "8.4.2", "lark": "1.3.1", "h11": "0.16.0",
                  "grpcio-status": "1.85.1"})
 FALLBACK.update({"opentelemetry-api": "1.45.2", "opentelemetry-sdk": "1.45.2", "opentelemetry-exporter-gcp-trace": "1.15.0"})

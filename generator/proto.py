@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from generator import names, protoc
 from generator.errors import ConflictError, UsageError
@@ -89,21 +88,16 @@ def gen(ws: Workspace, source: protoc.Source, *, dry_run: bool = False) -> list[
     """Generate stubs for the sources (and their local imports) plus a descriptor set."""
     files = protoc.local_closure(source)
     plan = Plan()
-    with tempfile.TemporaryDirectory(prefix="scaffold-gen-") as tmp:
-        out = Path(tmp) / "stubs"
-        full = Path(tmp) / "set.binpb"
-        protoc.compile_protos(source, python_out=out, descriptor_out=full, files=files)
-        data = full.read_bytes()
-        folders: set[Path] = set()
-        for path in sorted(out.rglob("*")):
-            if path.is_file():
-                rel = path.relative_to(out)
-                plan.add(f"protobuf/python/{rel.as_posix()}", path.read_bytes(), FileOwner.GENERATED)
-                folders.update(p for p in rel.parents if p != Path("."))
-        for folder in sorted(folders):
-            if folder.parts[0] in _namespace_owned():
-                continue
-            plan.add(f"protobuf/python/{folder.as_posix()}/__init__.py", "", FileOwner.GENERATED)
+    result = protoc.compile_source(source, files=files)
+    data = result.descriptors
+    folders: set[PurePosixPath] = set()
+    for rel, stub in result.stubs.items():
+        plan.add(f"protobuf/python/{rel}", stub, FileOwner.GENERATED)
+        folders.update(p for p in PurePosixPath(rel).parents if p != PurePosixPath("."))
+    for folder in sorted(folders):
+        if folder.parts[0] in _namespace_owned():
+            continue
+        plan.add(f"protobuf/python/{folder.as_posix()}/__init__.py", "", FileOwner.GENERATED)
     for target in source.files:
         single = protoc.Source((target,), source.includes)
         rel = descriptor_path(ws, target).relative_to(ws.root).as_posix()

@@ -169,6 +169,49 @@ def _hint(text: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """What one protoc run produced."""
+
+    stubs: dict[str, bytes]  # path under the output folder -> bytes (empty when not asked for)
+    descriptors: bytes  # FileDescriptorSet of the files, imports and source info included
+
+
+def compile_source(source: Source, *, stubs: bool = True, files: tuple[str, ...] | None = None) -> Compiled:
+    """Compile ``files`` (default: the source's) to stubs (``_pb2``, ``_pb2_grpc``, ``.pyi``;
+    only with ``stubs``) and a descriptor set, from the user's protoc cache when every file
+    protoc read before still reads the same (:mod:`generator.protoc_cache`).
+
+    Raises ProtoError with protoc's messages (paths as the user knows them) when it fails."""
+    from generator import protoc_cache
+
+    files = tuple(files or source.files)
+    args = [f"-I{inc}" for inc in source.includes]
+    if stubs:
+        args += ["--python_out=out", "--pyi_out=out", "--grpc_python_out=out"]
+    args += ["--descriptor_set_out=set.binpb", "--include_imports", "--include_source_info", *files]
+    cache = protoc_cache.Lookup.start(args, files, source.locate)
+    hit = cache.get() if cache is not None else None
+    if hit is not None:
+        return Compiled(*hit)
+    if cache is not None:
+        cache.snapshot(imports_closure(files, source.locate))
+    with tempfile.TemporaryDirectory(prefix="scaffold-protoc-") as tmp:
+        root = Path(tmp)
+        (root / "out").mkdir()
+        # protoc runs in an empty folder: the output paths are relative to it, and an input
+        # name can never match a file of the caller's current folder (the cache key holds no cwd).
+        code, text = _run(args, cwd=root)
+        if code != 0:
+            raise ProtoError(_explain(text, source), hint=_hint(text))
+        out = {p.relative_to(root / "out").as_posix(): p.read_bytes()
+               for p in sorted((root / "out").rglob("*")) if p.is_file()}
+        result = Compiled(out, (root / "set.binpb").read_bytes())
+    if cache is not None:
+        cache.put(result.stubs, result.descriptors)
+    return result
+
+
 def compile_protos(
     source: Source,
     *,
@@ -176,44 +219,43 @@ def compile_protos(
     descriptor_out: Path | None = None,
     files: tuple[str, ...] | None = None,
 ) -> None:
-    """Run protoc; write stubs (``_pb2``, ``_pb2_grpc``, ``.pyi``) and/or a descriptor set."""
-    args = [f"-I{inc}" for inc in source.includes]
+    """Run protoc (:func:`compile_source`); write stubs to ``python_out`` and/or the descriptor set to
+    ``descriptor_out``. Raises ProtoError."""
+    result = compile_source(source, stubs=python_out is not None, files=files)
     if python_out is not None:
         python_out.mkdir(parents=True, exist_ok=True)
-        args += [f"--python_out={python_out}", f"--pyi_out={python_out}", f"--grpc_python_out={python_out}"]
+        for rel, data in result.stubs.items():
+            (python_out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (python_out / rel).write_bytes(data)
     if descriptor_out is not None:
         descriptor_out.parent.mkdir(parents=True, exist_ok=True)
-        args += [f"--descriptor_set_out={descriptor_out}", "--include_imports", "--include_source_info"]
-    code, text = _run([*args, *(files or source.files)])
-    if code != 0:
-        raise ProtoError(_explain(text, source), hint=_hint(text))
+        descriptor_out.write_bytes(result.descriptors)
 
 
 def descriptor_set(source: Source) -> bytes:
     """Compile to a FileDescriptorSet (imports and source info included) and return its bytes."""
-    with tempfile.TemporaryDirectory(prefix="scaffold-") as tmp:
-        out = Path(tmp) / "set.binpb"
-        compile_protos(source, descriptor_out=out)
-        return out.read_bytes()
+    return compile_source(source, stubs=False).descriptors
 
 
-def local_closure(source: Source) -> tuple[str, ...]:
-    """The source files plus every import they reach that no installed package ships stubs for.
+_IMPORT = r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;'
 
-    Found by reading import lines (cheap); protoc itself still checks every file.
-    """
+
+def imports_closure(files: tuple[str, ...], locate, follow=lambda name: True) -> tuple[str, ...]:
+    """``files`` and every import they reach (virtual names), read from import lines (cheap;
+    protoc itself still checks every file). A name ``follow`` refuses is left out, its imports too;
+    a name ``locate`` cannot find is left out (protoc reports it, at the import line)."""
     import re
 
-    pattern = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
+    pattern = re.compile(_IMPORT, re.MULTILINE)
     seen: list[str] = []
-    todo = list(source.files)
+    todo = list(files)
     while todo:
         name = todo.pop(0)
-        if name in seen or is_bundled(name, source.includes):
+        if name in seen or not follow(name):
             continue
-        path = source.locate(name)
+        path = locate(name)
         if path is None:
-            continue  # protoc reports it, at the import line that names it
+            continue
         seen.append(name)
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -221,3 +263,8 @@ def local_closure(source: Source) -> tuple[str, ...]:
             continue
         todo.extend(pattern.findall(text))
     return tuple(seen)
+
+
+def local_closure(source: Source) -> tuple[str, ...]:
+    """The source files plus every import they reach that no installed package ships stubs for."""
+    return imports_closure(source.files, source.locate, lambda name: not is_bundled(name, source.includes))

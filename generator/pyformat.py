@@ -26,9 +26,9 @@ def _ruff() -> str | None:
 
 def _cache_dir() -> Path:
     """Formatted sources, per user (as render.py caches compiled templates): ~/.cache/scaffold/ruff."""
-    import os
+    from generator import usercache
 
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scaffold" / "ruff"
+    return usercache.directory("ruff")
 
 
 def _cache_key(ruff: str, config: str, rel: str, text: str) -> str:
@@ -67,8 +67,10 @@ def format_sources(files: dict[str, str], config: str) -> dict[str, str]:
     formatted = _format(ruff, todo, config)
     if formatted is None:  # a template produced invalid Python: keep it as rendered, tests will say so
         return files
+    from generator import usercache
+
     for rel, text in formatted.items():
-        _store(cache / f"{keys[rel]}.py", text)
+        usercache.store(cache / f"{keys[rel]}.py", text.encode("utf-8"))
     return {rel: out.get(rel, formatted.get(rel)) for rel in files}
 
 
@@ -85,20 +87,6 @@ def _format(ruff: str, files: dict[str, str], config: str) -> dict[str, str] | N
         if r.returncode != 0:
             return None
         return {rel: (root / rel).read_text(encoding="utf-8") for rel in files}
-
-
-def _store(path: Path, text: str) -> None:
-    """Write ``path`` atomically (a temporary file renamed into place); skipped when it cannot be."""
-    import os
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        return
 
 
 def sort_imports(text: str, config: str, name: str = "module.py") -> str:

@@ -46,16 +46,16 @@ def pyrepr(value: object) -> str:
 
 
 def _bytecode_cache(jinja2):
-    """Compiled templates cached per user (Jinja checks each template's mtime): saves ~100 ms a run."""
-    import os
+    """Compiled templates cached per user (Jinja checks each template's source checksum and
+    writes atomically); None (compile every time) when the folder cannot be made."""
+    from generator import usercache
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "scaffold", "jinja")
+    folder = usercache.directory("jinja")
     try:
-        os.makedirs(folder, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home: compile every time
-    return jinja2.FileSystemBytecodeCache(folder)
+    return jinja2.FileSystemBytecodeCache(str(folder))
 
 
 @functools.cache

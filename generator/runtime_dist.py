@@ -124,7 +124,9 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
 
 def _cache_dir() -> Path:
     """Built wheels, per user (as render.py caches compiled templates): ~/.cache/scaffold/runtime."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scaffold" / "runtime"
+    from generator import usercache
+
+    return usercache.directory("runtime")
 
 
 def _cached(key: str) -> bytes | None:

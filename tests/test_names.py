@@ -104,3 +104,35 @@ def test_inflect_is_imported_quickly_and_typeguard_is_left_as_it_was():
              "import inflect; assert inflect.engine().plural_noun('person') == 'people'")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_inflect_answers_are_kept_per_user_and_a_later_run_skips_the_import(tmp_path):
+    """Issue 13 item 4: words seen before are answered from ~/.cache/scaffold/inflect."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    probe = ("import sys; from generator import names; "
+             "print(names.singular('bookShelves'), names.plural('person'), names.singular('book'), "
+             "'inflect' in sys.modules)")
+
+    def run() -> str:
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert run() == ["bookShelf", "people", "book", "True"]
+    [stored] = (tmp_path / "scaffold" / "inflect").glob("*.json")
+    assert json.loads(stored.read_text()) == {"singular:shelves": "shelf", "plural:person": "people", "singular:book": ""}
+    assert run() == ["bookShelf", "people", "book", "False"]  # all answered from the file
+    for damaged in ("{not json", '["a list"]', '{"singular:shelves": 1}'):
+        stored.write_text(damaged)
+        assert run() == ["bookShelf", "people", "book", "True"]  # ignored, inflect asked again
+        assert json.loads(stored.read_text())["singular:shelves"] == "shelf"  # and rewritten
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way\n")
+    env["XDG_CACHE_HOME"] = str(blocker)  # no cache folder can be made there
+    assert run() == ["bookShelf", "people", "book", "True"]
+    assert blocker.read_text() == "in the way\n"

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -68,16 +70,50 @@ def test_failure_while_staging_a_new_tree_leaves_nothing(tmp_path, monkeypatch):
     import generator.writer as w
 
     calls = []
+    real = os.fsync
 
-    def boom(path, content, mode):
-        calls.append(path)
+    def boom(fd):  # the second fsync fails (in one of the writer's threads), as on a full disk
+        calls.append(fd)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real(path, content, mode)
+        return real(fd)
 
-    real = w._fsync_write
-    monkeypatch.setattr(w, "_fsync_write", boom)
+    monkeypatch.setattr(w.os, "fsync", boom)
     with pytest.raises(OSError):
         write(tmp_path / "new", plan(a=("1", FileOwner.GENERATED), b=("2", FileOwner.GENERATED)))
     assert not (tmp_path / "new").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_staged_file_is_fsynced_once_before_it_is_moved_into_place(tmp_path, monkeypatch):
+    """The crash-safety contract: one fsync per written file (overlapping in threads), all before
+    the new tree (or the COMMIT manifest) appears; the COMMIT manifest gets its own."""
+    import generator.writer as w
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert not (tmp_path / "tree").exists()  # nothing is moved into place before every fsync
+        return real(fd)
+
+    files = {f"f{i}.txt": (f"content {i}\n", FileOwner.GENERATED) for i in range(70)}  # more than one batch
+    monkeypatch.setattr(w.os, "fsync", spy)
+    write(tmp_path / "tree", plan(**files))
+    assert sorted(Path(p).name for p in synced) == sorted(files)
+    assert all((tmp_path / "tree" / name).read_text() == text for name, (text, _) in files.items())
+
+    synced.clear()
+    monkeypatch.setattr(w.os, "fsync", real)
+    changed = {**files, "f0.txt": ("changed\n", FileOwner.GENERATED)}
+
+    def spy_update(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert (tmp_path / "tree" / "f0.txt").read_text() == "content 0\n"  # not yet replaced
+        return real(fd)
+
+    monkeypatch.setattr(w.os, "fsync", spy_update)
+    write(tmp_path / "tree", plan(**changed))
+    assert sorted(Path(p).name for p in synced) == ["COMMIT", "f0.txt"]
+    assert (tmp_path / "tree" / "f0.txt").read_text() == "changed\n"
