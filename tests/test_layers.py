@@ -12,9 +12,9 @@ GENERATOR = Path(__file__).resolve().parent.parent / "generator"
 
 # Lowest first. Within a layer, modules may import each other (without cycles).
 LAYERS = {
-    "base": {"errors", "names", "provenance", "pyformat", "writer", "runtime_dist", "pins"},
-    "model": {"protoc", "schema", "aip", "model"},
-    "render": {"render", "openapi", "indexes"},
+    "base": {"errors", "names", "provenance", "pyformat", "writer", "runtime_dist", "pins", "usercache"},
+    "model": {"protoc", "protoc_cache", "schema", "aip", "model"},
+    "render": {"render", "render_cache", "openapi", "indexes"},
     "library": {"workspace", "proto", "lint", "merge", "neuron", "dependencies", "depend", "release", "deploy", "certs",
                 "call"},
     "commands": {"cli", "__main__"},
