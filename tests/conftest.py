@@ -40,10 +40,10 @@ SLOW += (
     # The examples' own suites: books stays (test_depend.py covers neuron-to-neuron calls).
     "test_examples.py::test_example_passes_its_own_tests[teaclave-",
     "test_examples.py::test_example_passes_its_own_tests[translator-",
-    # terraform fmt, hadolint, checkov and ruff on an example: books stays (test_depend.py and
-    # test_terraform.py run checkov on a multi-neuron workspace and on the templates).
-    "test_examples.py::test_example_passes_the_offline_deploy_checks[teaclave]",
-    "test_examples.py::test_example_passes_the_offline_deploy_checks[translator]",
+    # terraform fmt, hadolint, checkov and ruff on the examples: the default tier runs each on
+    # freshly generated neurons (test_terraform.py: checkov and fmt on a books workspace with
+    # its product Terraform; test_depend.py: on two wired neurons; test_neuron.py: hadolint, ruff).
+    "test_examples.py::test_example_passes_the_offline_deploy_checks",
     # schemathesis against a live gateway: test_gateway.py's books run stays.
     "test_gateway.py::test_schemathesis_on_library",
     "test_gateway_hostile.py::test_schemathesis_finds_no_server_errors",

@@ -250,9 +250,9 @@ def test_update_adds_stubs_and_tests_and_keeps_every_user_line(books, workspace,
     assert "    def ArchiveBook(self, request: books_pb2.GetBookRequest" in after
     assert "-> Iterator[books_pb2.Book]:" in after and "from collections.abc import Iterator" in after
     assert only_insertions(tests_before, (books / "tests/test_books_service.py").read_text())
-    result = run_neuron_tests(books, emulator=emulator)
+    result = run_neuron_tests(books, "-rA", emulator=emulator)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "1 passed" in run_neuron_tests(books, "-k", "test_archive_book_is_a_stub_until_implemented", emulator=emulator).stdout
+    assert "PASSED tests/test_books_service_contract.py::test_archive_book_is_a_stub_until_implemented" in result.stdout
     again = scaffold("neuron", "update", BOOKS)
     assert "update " not in again.out and "create " not in again.out  # idempotent
 
