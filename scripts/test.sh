@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine, then run the whole suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k proto).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k proto, scripts/test.sh tests/test_names.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +29,13 @@ if ! command -v java >/dev/null && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless) || true
 fi
 
+# Several pytest workers (pytest-xdist): the suite mostly waits on servers, emulators and
+# neurons' own test runs. Each test file runs on one worker (module fixtures are built once);
+# each worker starts its own Firestore emulator when a test needs one. SCAFFOLD_WORKERS=0 (or
+# `-n 0` in the arguments, which win) runs everything in one process.
+workers=${SCAFFOLD_WORKERS:-3}
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

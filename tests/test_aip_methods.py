@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import importlib
-import sys
 import time
 from concurrent import futures
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, import_stubs
 from tests.test_gateway import Gateway
 
 OWN = REPO / "tests/protos/aipmethods"
@@ -29,12 +28,8 @@ def library(workspace, scaffold, emulator):
     r = scaffold("neuron", "create", "--proto", str(OWN / "xmpl/aip/v1/library.proto"), "-I", str(OWN), "--out", "aiplib")
     assert r.code == 0, r.output
     root = workspace / "neurons/aiplib"
-    sys.path.insert(0, str(root / "protobuf"))
-    try:
-        pb = importlib.import_module("xmpl.aip.v1.library_pb2")
-        pb_grpc = importlib.import_module("xmpl.aip.v1.library_pb2_grpc")
-    finally:
-        sys.path.remove(str(root / "protobuf"))
+    pb_grpc = import_stubs(root, "xmpl.aip.v1.library_pb2_grpc")  # a fresh xmpl package: another test's may be loaded
+    pb = importlib.import_module("xmpl.aip.v1.library_pb2")  # the one pb_grpc imported
     server = ServerProcess(root, {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"})
     gateway = Gateway(root, server.target)
     channel = grpc.insecure_channel(server.target)
@@ -248,7 +243,7 @@ def apikeys(workspace, scaffold, corpus, emulator):
     server.stop()
 
 
-def test_real_apikeys_proto_soft_deletes_through_operations(apikeys):
+def test_real_apikeys_proto_soft_deletes_through_operations(apikeys, emulator):
     root, url = apikeys
     base = "/v2/projects/p1/locations/global/keys"
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -269,7 +264,7 @@ def test_real_apikeys_proto_soft_deletes_through_operations(apikeys):
     # Its generated tests (contract included) pass on the same emulator.
     from tests.conftest import run_neuron_tests
 
-    result = run_neuron_tests(root)
+    result = run_neuron_tests(root, emulator=emulator)
     assert result.returncode == 0, result.stdout[-3000:]
 
 

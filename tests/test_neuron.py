@@ -79,7 +79,7 @@ def test_neuron_is_self_contained(books):
 
 
 def test_generated_books_neuron_passes_its_own_tests(books, emulator):
-    r = run_neuron_tests(books)
+    r = run_neuron_tests(books, emulator=emulator)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "failed" not in r.stdout and "skipped" not in r.stdout
 
@@ -114,7 +114,7 @@ def test_googleapis_neurons_pass_their_own_tests(workspace, scaffold, corpus, em
     r = scaffold("neuron", "create", "--proto", str(corpus / path), "-I", str(corpus))
     assert r.code == 0, r.output
     (root,) = (workspace / "neurons").iterdir()
-    result = run_neuron_tests(root)
+    result = run_neuron_tests(root, emulator=emulator)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "failed" not in result.stdout and "skipped" not in result.stdout
     db = {"FIRESTORE_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": "demo-local"}
@@ -250,9 +250,9 @@ def test_update_adds_stubs_and_tests_and_keeps_every_user_line(books, workspace,
     assert "    def ArchiveBook(self, request: books_pb2.GetBookRequest" in after
     assert "-> Iterator[books_pb2.Book]:" in after and "from collections.abc import Iterator" in after
     assert only_insertions(tests_before, (books / "tests/test_books_service.py").read_text())
-    result = run_neuron_tests(books)
+    result = run_neuron_tests(books, "-rA", emulator=emulator)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "1 passed" in run_neuron_tests(books, "-k", "test_archive_book_is_a_stub_until_implemented").stdout
+    assert "PASSED tests/test_books_service_contract.py::test_archive_book_is_a_stub_until_implemented" in result.stdout
     again = scaffold("neuron", "update", BOOKS)
     assert "update " not in again.out and "create " not in again.out  # idempotent
 

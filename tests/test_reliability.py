@@ -11,13 +11,14 @@ import json
 import random
 import threading
 import time
+import uuid
 from concurrent import futures
 
 import grpc
 import pytest
 
 from tests.conftest import REPO, _neuron_testing, need
-from tests.helpers import ServerProcess, free_port, import_stubs
+from tests.helpers import ServerProcess, import_stubs
 
 BOOKS = REPO / "examples/books/neurons/resources-books-v1"
 C = grpc.StatusCode
@@ -34,17 +35,27 @@ def pb_grpc():
 
 
 @pytest.fixture
-def db():
-    """A fresh emulator per test, on a port we know, so a test can stop and restart it."""
+def db(emulator):
+    """The worker's emulator under a project of this test's own: an empty database."""
+    return _neuron_testing().Emulator(emulator.host, None, f"demo-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def own_db():
+    """A fresh emulator of this test's own, on a port we know, so the test can stop and restart it."""
     testing = _neuron_testing()
     need(testing.emulator_command() is not None, "the Firestore emulator")
-    port = free_port()
-    with testing.firestore_emulator(port=port) as emu:
-        yield emu, port
+    with testing.firestore_emulator() as emu:
+        yield emu, int(emu.host.rsplit(":", 1)[1])
 
 
 def env_for(emu) -> dict[str, str]:
-    return {"FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": "demo-local"}
+    return {"FIRESTORE_EMULATOR_HOST": emu.host, "GOOGLE_CLOUD_PROJECT": emu.project}
+
+
+# Contention tests check who wins, not how fast: a database call may take longer than the
+# default 5 s on a loaded machine (parallel workers), and must not turn into UNAVAILABLE then.
+PATIENT = {"FIRESTORE_TIMEOUT_SECONDS": "30"}
 
 
 def book(pb, i: int, publisher: str = "Penguin"):
@@ -63,8 +74,8 @@ def report(name: str, **figures) -> None:
     print(f"\nRELIABILITY {name}: {json.dumps(figures)}")
 
 
-def test_database_outage_gives_unavailable_and_recovers(db, pb, pb_grpc):
-    emu, port = db
+def test_database_outage_gives_unavailable_and_recovers(own_db, pb, pb_grpc):
+    emu, port = own_db
     testing = _neuron_testing()
     server = ServerProcess(BOOKS, env_for(emu))
     try:
@@ -115,8 +126,8 @@ def emu_proc(emu):
 
 
 def test_concurrent_creates_of_one_id(db, pb, pb_grpc):
-    emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
+    emu = db
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40", **PATIENT})  # 32 callers, all admitted (38 calls at once)
     try:
         with grpc.insecure_channel(server.target) as ch:
             stub = pb_grpc.BooksServiceStub(ch)
@@ -131,8 +142,8 @@ def test_concurrent_creates_of_one_id(db, pb, pb_grpc):
 
 
 def test_concurrent_masked_updates_lose_no_field(db, pb, pb_grpc):
-    emu, _ = db
-    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
+    emu = db
+    server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40", **PATIENT})  # 32 callers, all admitted (38 calls at once)
     aborted = 0
     try:
         with grpc.insecure_channel(server.target) as ch:
@@ -236,7 +247,7 @@ def verify_model(stub, pb, model) -> int:
 
 
 def test_bounded_load_has_no_unexpected_codes_and_loses_nothing(db, pb, pb_grpc):
-    emu, _ = db
+    emu = db
     server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     try:
         with grpc.insecure_channel(server.target) as ch:
@@ -255,7 +266,7 @@ def test_bounded_load_has_no_unexpected_codes_and_loses_nothing(db, pb, pb_grpc)
 def test_sigterm_during_load_drains_cleanly(db, pb, pb_grpc):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    emu, _ = db
+    emu = db
     server = ServerProcess(BOOKS, {**env_for(emu), "GRPC_MAX_WORKERS": "40"})  # 32 callers, all admitted (38 calls at once)
     health_seen: list[int] = []
     with grpc.insecure_channel(server.target) as ch:
@@ -304,7 +315,7 @@ def test_sigterm_during_load_drains_cleanly(db, pb, pb_grpc):
 def test_hygiene_of_what_is_generated(pb, pb_grpc, db):
     """No stack traces or paths in error details, no payloads in call logs, a non-root image,
     secrets only as Secret Manager references."""
-    emu, _ = db
+    emu = db
     server = ServerProcess(BOOKS, {**env_for(emu), "LOG_EVERY_CALL": "true"})
     secret_payload = "PERSONAL-DATA-123"
     try:

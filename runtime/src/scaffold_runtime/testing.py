@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -118,36 +120,98 @@ def running_emulator() -> Emulator | None:
 
 
 @contextlib.contextmanager
-def firestore_emulator(timeout: float = 30.0, port: int | None = None):
+def firestore_emulator(timeout: float = 30.0, port: int | None = None, attempts: int = 3):
     """Start the emulator on 127.0.0.1 (a free port unless given) in its own process group;
-    stop the group at the end. Raise RuntimeError saying what is missing or what went wrong."""
+    yield its Emulator; stop the group at the end.
+
+    On a free port, an emulator that exits before answering (another process took the port
+    between our pick and its bind) is started again on a fresh port, up to ``attempts`` times.
+    Raise RuntimeError saying what is missing or what went wrong (with the emulator's last
+    error lines)."""
     problem = emulator_problem()
     if problem:
         raise RuntimeError(problem)
-    command = emulator_command()
-    port = port or free_port()
+    tries = 1 if port else max(1, attempts)
+    for attempt in range(1, tries + 1):
+        chosen = port or free_port()
+        proc, output, reader = _start_emulator(chosen)
+        try:
+            _wait_until_answering(proc, chosen, timeout, output)
+        except _EmulatorExited as exited:
+            with contextlib.suppress(ProcessLookupError):  # what is left of its group; the port is not its own
+                os.killpg(proc.pid, signal.SIGKILL)
+            reader.join(timeout=5)  # its last lines
+            if attempt == tries:
+                tried = f" (tried {tries} ports)" if tries > 1 else ""
+                raise RuntimeError(f"the Firestore emulator exited with code {exited.code} on port {chosen}{tried}: "
+                                   f"{_last_errors(output)}") from None
+            continue
+        except BaseException:
+            stop_group(proc, chosen)
+            raise
+        try:
+            yield Emulator(f"127.0.0.1:{chosen}", proc)
+        finally:
+            stop_group(proc, chosen)
+        return
+
+
+class _EmulatorExited(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _start_emulator(port: int) -> tuple[subprocess.Popen, collections.deque, threading.Thread]:
+    """The emulator launched on ``port`` in its own process group, the deque its last output
+    lines are kept in, and the thread that drains its pipe into it (so it never blocks)."""
     proc = subprocess.Popen(
-        [command, "start", "--host=127.0.0.1", f"--port={port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [emulator_command(), "start", "--host=127.0.0.1", f"--port={port}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    host = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the Firestore emulator exited with code {proc.returncode}")
-            try:
-                urllib.request.urlopen(f"http://{host}/", timeout=1).close()
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the Firestore emulator did not start within {timeout:.0f} s")
-                time.sleep(0.1)
-        yield Emulator(host, proc)
-    finally:
-        stop_group(proc, port)
+    output: collections.deque = collections.deque(maxlen=200)
+
+    def drain() -> None:
+        with proc.stdout:
+            for line in proc.stdout:
+                output.append(line.decode("utf-8", "replace").rstrip())
+
+    reader = threading.Thread(target=drain, name=f"firestore-emulator-{port}", daemon=True)
+    reader.start()
+    return proc, output, reader
+
+
+def _wait_until_answering(proc: subprocess.Popen, port: int, timeout: float, output) -> None:
+    """Return once the emulator answers ``GET /`` with its own "Ok" on ``port``. Raise
+    _EmulatorExited when it exits first, RuntimeError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise _EmulatorExited(proc.returncode)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                if r.read(16).strip() == b"Ok" and proc.poll() is None:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Firestore emulator did not start within {timeout:.0f} s: {_last_errors(output)}")
+        time.sleep(0.1)
+
+
+_LOG_STAMP = re.compile(r"[A-Z][a-z]{2} \d{1,2}, \d{4} ")  # java.util.logging's first line of a record
+
+
+def _last_errors(output, count: int = 4) -> str:
+    """The emulator's last few output lines on one line: no stack frames, time stamps or INFO lines
+    (unless that is all it printed)."""
+    lines = [line.strip() for line in list(output)
+             if line.strip() and not line.lstrip().startswith(("at ", "...")) and not _LOG_STAMP.match(line)]
+    lines = [line for line in lines if not line.startswith("INFO:")] or lines
+    return " | ".join(lines[-count:]) or "it printed nothing"
 
 
 def _port_open(port: int) -> bool:
