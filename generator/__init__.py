@@ -7,4 +7,4 @@ ownership-aware writer (:mod:`generator.writer`).
 This module stays import-light: ``scaffold --help`` must not pay for protobuf or Jinja.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

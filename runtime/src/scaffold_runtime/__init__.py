@@ -6,4 +6,4 @@ exact version (``scaffold-runtime==X.Y.Z`` with its hash); a fix here reaches ev
 a version bump and ``scaffold neuron update --all``, not by hand edits. See CHANGELOG.md.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

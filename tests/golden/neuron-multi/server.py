@@ -33,6 +33,12 @@ SERVICE_NAMES = tuple(s.name for s in SERVICES)
 StartupError = runtime_server.StartupError
 
 
+def wiring(max_workers: int | None = None, stop_requested=None) -> runtime_server.Wiring:
+    """The servicers, Deps and interceptors this neuron serves, without a gRPC server (the
+    in-process HTTP/JSON gateway serves through it)."""
+    return runtime_server.Wiring(SERVICES, DATABASE, max_workers, stop_requested, page_token_key=False)
+
+
 class Neuron(runtime_server.Neuron):
     """This neuron's server: ``Neuron(host, port)``, ``start()``, ``drain()``."""
 

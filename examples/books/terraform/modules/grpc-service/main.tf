@@ -48,7 +48,7 @@ resource "google_project_iam_member" "trace_agent" {
 # The service's own Firestore database: neurons never share documents, even when their
 # resources have the same pattern (books/{book} in two neurons are two collections).
 resource "google_firestore_database" "own" {
-  count                   = var.firestore_database == "" ? 0 : 1
+  count                   = var.firestore_database != "" && var.firestore_database_create ? 1 : 0
   project                 = var.project_id
   name                    = var.firestore_database
   location_id             = var.firestore_location

@@ -11,6 +11,21 @@ locals {
   ingress = var.ingress != "" ? var.ingress : (
     var.gateway && var.gateway_vpc_subnetwork != "" ? "internal-and-cloud-load-balancing" : "all"
   )
+  # The in-process gateway serves the methods itself: it runs with the service's settings.
+  gateway_in_process = var.gateway_mode == "in-process"
+  service_env        = merge(var.env, local.caller_env)
+  service_secret_env = var.secret_env
+  # Calls at once: Cloud Run's concurrency, the admission limit and the worker threads, as the
+  # service has them (the module sets these for gRPC services).
+  gateway_limits = {
+    GRPC_MAX_CONCURRENT_RPCS = tostring(var.concurrency)
+    GRPC_MAX_WORKERS         = tostring(var.concurrency + 2)
+  }
+  gateway_proxy_env = {
+    GRPC_TARGET     = module.service.grpc_target
+    GRPC_TARGET_TLS = "true"
+    GRPC_AUDIENCE   = module.service.url
+  }
 }
 
 module "service" {
@@ -26,19 +41,21 @@ module "service" {
   cpu                   = var.cpu
   memory                = var.memory
   timeout_seconds       = var.timeout
-  env                   = merge(var.env, local.caller_env)
+  env                   = local.service_env
   allow_unauthenticated = var.allow_unauthenticated
   invoker_members       = var.invoker_members
   deletion_protection   = var.deletion_protection
   ingress               = local.ingress
   firestore_database    = var.service_name
   firestore_location    = var.firestore_location
-  secret_env            = var.secret_env
+  secret_env            = local.service_secret_env
 }
 
-# The HTTP/JSON gateway: the same image running gateway.py, HTTP/1.1, calling the gRPC service
-# over TLS with its own ID token (X-Serverless-Authorization), so callers' Authorization
-# headers still reach the server. Off unless var.gateway is true.
+# The HTTP/JSON gateway: the same image running gateway.py, HTTP/1.1. Off unless var.gateway
+# is true. gateway_mode "in-process" (the default): it serves the methods itself, with the
+# service's environment, secrets, access to its database (not a second one); it never calls the gRPC service. "proxy": it calls the
+# gRPC service over TLS with its own ID token (X-Serverless-Authorization), so callers'
+# Authorization headers still reach the server.
 module "gateway" {
   count  = var.gateway ? 1 : 0
   source = "../../../terraform/modules/grpc-service"
@@ -52,24 +69,26 @@ module "gateway" {
   project_roles         = []
   min_instances         = var.min_instances
   max_instances         = var.max_instances
-  concurrency           = 80
+  concurrency           = local.gateway_in_process ? var.concurrency : 80
   cpu                   = var.cpu
   memory                = var.memory
   timeout_seconds       = var.timeout
-  secret_env            = {}
   allow_unauthenticated = var.gateway_allow_unauthenticated
   invoker_members       = var.invoker_members
   deletion_protection   = var.deletion_protection
-  vpc_egress            = var.gateway_vpc_subnetwork == "" ? null : { network = var.gateway_vpc_network, subnetwork = var.gateway_vpc_subnetwork }
-  env = {
-    GRPC_TARGET     = module.service.grpc_target
-    GRPC_TARGET_TLS = "true"
-    GRPC_AUDIENCE   = module.service.url
-  }
+  vpc_egress            = var.gateway_vpc_subnetwork == "" || local.gateway_in_process ? null : { network = var.gateway_vpc_network, subnetwork = var.gateway_vpc_subnetwork }
+
+  firestore_database        = local.gateway_in_process ? var.service_name : ""
+  firestore_database_create = false # the service's own database: access only
+  firestore_location        = var.firestore_location
+
+  secret_env = { for k, v in local.service_secret_env : k => v if local.gateway_in_process }
+  env = merge({ for k, v in merge(local.service_env, local.gateway_limits) : k => v if local.gateway_in_process },
+  { for k, v in local.gateway_proxy_env : k => v if !local.gateway_in_process })
 }
 
 resource "google_cloud_run_v2_service_iam_member" "gateway_calls_service" {
-  count      = var.gateway ? 1 : 0
+  count      = var.gateway && !local.gateway_in_process ? 1 : 0
   project    = var.project_id
   location   = var.region
   name       = var.service_name
@@ -86,13 +105,14 @@ data "google_project" "this" {
 
 # The neurons that call this one (their dependencies.toml): every call must carry a
 # Google-signed ID token for this service's URL from one of their service accounts
-# (AUTH_ALLOWED_CALLERS); any other identity is PERMISSION_DENIED even with run.invoker.
+# (AUTH_ALLOWED_CALLERS), or of their in-process gateways (<caller>-http); any other identity
+# is PERMISSION_DENIED even with run.invoker.
 locals {
   caller_env = {
     AUTH_MODE     = "id-token"
     AUTH_AUDIENCE = "https://${var.service_name}-${data.google_project.this.number}.${var.region}.run.app"
-    AUTH_ALLOWED_CALLERS = join(",", [
-      for c in var.callers : "${trimsuffix(substr("run-${c}", 0, 30), "-")}@${var.project_id}.iam.gserviceaccount.com"
-    ])
+    AUTH_ALLOWED_CALLERS = join(",", flatten([
+      for c in var.callers : [for s in [c, "${c}-http"] : "${trimsuffix(substr("run-${s}", 0, 30), "-")}@${var.project_id}.iam.gserviceaccount.com"]
+    ]))
   }
 }

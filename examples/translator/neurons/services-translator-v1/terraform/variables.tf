@@ -134,6 +134,16 @@ variable "gateway" {
   default     = false
 }
 
+variable "gateway_mode" {
+  description = "in-process: the gateway serves the neuron's methods itself (the service's database, secrets, auth and dependency settings; no gRPC hop). proxy: it calls the gRPC service."
+  type        = string
+  default     = "in-process"
+  validation {
+    condition     = contains(["in-process", "proxy"], var.gateway_mode)
+    error_message = "gateway_mode must be in-process or proxy."
+  }
+}
+
 variable "gateway_allow_unauthenticated" {
   description = "Let anyone call the HTTP gateway (it forwards Authorization and x-api-key to the server)."
   type        = bool

@@ -113,6 +113,12 @@ variable "firestore_database" {
   }
 }
 
+variable "firestore_database_create" {
+  description = "Create firestore_database here; false when it is another service's (the in-process gateway uses its neuron's): access only."
+  type        = bool
+  default     = true
+}
+
 variable "firestore_location" {
   description = "Location of firestore_database: a region (europe-west1) or a multi-region (eur3, nam5)."
   type        = string
