@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator import usercache
 from generator.errors import ProtoError, ToolError, UsageError
 from generator.writer import display_path
 
@@ -64,12 +65,8 @@ def _longrunning_root(common: Path) -> Path | None:
     data = src.read_bytes()
     root = Path(tempfile.gettempdir()) / f"scaffold-include-{hashlib.sha256(data).hexdigest()[:16]}"
     target = root / "google" / "longrunning" / "operations.proto"
-    if not (target.is_file() and target.read_bytes() == data):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
+    if not (target.is_file() and target.read_bytes() == data) and not usercache.store(target, data):
+        return None  # an unwritable temp folder: protoc then says operations.proto is missing
     return root
 
 
