@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import json
 import logging
 import os
@@ -933,6 +934,7 @@ def serve(rules: list[Rule], wiring=None) -> None:
 
         threading.Thread(target=stop_when_requested, name="stop-watch", daemon=True).start()
     protocol = header_deadline_protocol(float(os.environ.get("GATEWAY_HEADER_TIMEOUT_SECONDS", "10")))
+    gc.freeze()  # start-up objects out of the cyclic collector's scans, as the gRPC server does
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=8,
                 http=protocol, loop="auto", h11_max_incomplete_event_size=64 * 1024,
                 access_log=False, proxy_headers=False, server_header=False)  # nothing reads them: less work per call
