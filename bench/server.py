@@ -170,7 +170,8 @@ GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
 
 def spot_check(url: str, body: Path) -> None:
     """Send the load's request once with nghttp; raise unless the answer is grpc-status 0."""
-    out = subprocess.run(["nghttp", "-v", "-d", str(body), *GRPC_HEADERS, url], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(["nghttp", "-v", "-d", str(body), *GRPC_HEADERS, url], capture_output=True, text=True,
+                         errors="replace", timeout=30)  # the body echoes bytes that need not be UTF-8
     if not re.search(r"\) grpc-status: 0$", out.stdout, re.MULTILINE):
         raise RuntimeError(f"{url} did not answer grpc-status 0:\n{out.stdout[-2000:]}{out.stderr[-500:]}")
 
