@@ -97,14 +97,18 @@ def test_admission_limit_is_429_in_both_modes(both, mode):
 
     def hold() -> None:
         with httpx.Client(base_url=gateway.url, timeout=30) as http:
-            slow["r"] = http.get("/v1/say/1", params={"text": "sleep:2"}, headers=KEY)
+            for _ in range(50):  # a probe below may hold the one slot for a moment: then ask again
+                slow["r"] = http.get("/v1/say/1", params={"text": "sleep:5"}, headers=KEY)
+                if slow["r"].status_code != 429:
+                    return
+                time.sleep(0.02)
 
     thread = threading.Thread(target=hold)
     thread.start()
     try:
         refused = None
         with httpx.Client(base_url=gateway.url, timeout=30) as http:
-            deadline = time.monotonic() + 1.8  # while the slow call holds the slot
+            deadline = time.monotonic() + 4.5  # while the slow call holds the slot (generous: xdist load)
             while time.monotonic() < deadline:
                 r = http.get("/v1/say/2", headers=KEY)
                 if r.status_code == 429:
