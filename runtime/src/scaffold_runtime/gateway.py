@@ -720,7 +720,7 @@ def create_app(rules: list[Rule], target: str | None = None, wiring=None, drain_
         message = build_request(rule, raw, request.query if rule.body != "*" else {}, variables)
         metadata = tracing.propagate(metadata)  # tracing on: this request's span
         client = request.scope.get("client")
-        peer = f"ipv4:{client[0]}:{client[1]}" if client else ""
+        peer = (f"ipv6:[{client[0]}]:{client[1]}" if ":" in client[0] else f"ipv4:{client[0]}:{client[1]}") if client else ""
         if rule.kind == "unary_stream":
             return await stream(rule, message, metadata, peer)
         try:

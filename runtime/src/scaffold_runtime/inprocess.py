@@ -224,6 +224,8 @@ class InProcess:
         return finished
 
     def _handler(self, method: str, metadata: Sequence, streaming: bool):
+        if self.draining:  # the pool is shut down: refuse as the gRPC server does while it drains
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
         handler = self._resolve(_Details(method, tuple(metadata)))
         if handler is None:
             raise CallError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")

@@ -160,15 +160,16 @@ class Neuron:
 
     ``clients``: makes the clients of the neurons this one calls (``deps.clients``), given
     ``client_interceptors`` (e.g. tracing) to add to each of their calls. The servicers, Deps
-    and interceptors are a :class:`Wiring` (``self.wiring``).
+    and interceptors are a :class:`Wiring` (``self.wiring``): made from those arguments, or
+    ``wiring`` itself when given (a neuron's server.py passes the one its ``wiring()`` makes).
     Raises StartupError for a setting it cannot start with (TLS files, limits, a busy port).
     """
 
-    def __init__(self, services: Sequence[Service], database: str = "(default)", host: str = "[::]",
+    def __init__(self, services: Sequence[Service] = (), database: str = "(default)", host: str = "[::]",
                  port: int = 8080, max_workers: int | None = None,
                  stop_requested: threading.Event | None = None, clients: Callable | None = None,
-                 client_interceptors: Sequence = ()) -> None:
-        wiring = Wiring(services, database, max_workers, stop_requested, clients, client_interceptors)
+                 client_interceptors: Sequence = (), *, wiring: Wiring | None = None) -> None:
+        wiring = wiring or Wiring(services, database, max_workers, stop_requested, clients, client_interceptors)
         self.wiring = wiring
         self.services, self.service_names = wiring.services, wiring.service_names
         self.stop_requested, self.stats, self.admission = wiring.stop_requested, wiring.stats, wiring.admission

@@ -42,7 +42,7 @@ class Neuron(runtime_server.Neuron):
     def __init__(
         self, host: str = "[::]", port: int = 8080, max_workers: int | None = None, stop_requested=None
     ) -> None:
-        super().__init__(SERVICES, DATABASE, host, port, max_workers, stop_requested)
+        super().__init__(host=host, port=port, wiring=wiring(max_workers, stop_requested))
 
 
 def main() -> int:
