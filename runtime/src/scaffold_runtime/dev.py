@@ -56,8 +56,9 @@ def check_ports(host: str, ports: dict[str, tuple[int, str]]) -> None:
 class Children:
     """Processes that must live as long as the server: the first to exit stops the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, signalled: list[str] | None = None) -> None:
         self.failure: str | None = None
+        self.signalled = signalled if signalled is not None else []  # the signals this run was sent
         self.closing = threading.Event()
         self.on_failure: Callable[[str], None] = lambda _why: None  # set to the server's stop request
         self._lock = threading.Lock()
@@ -66,6 +67,10 @@ class Children:
         def wait() -> None:
             code = proc.wait()
             if self.closing.is_set():
+                return
+            if code < 0 and self.signalled:
+                # Ctrl-C reached it too: a child forked into our process group just before
+                # Ctrl-C (Popen makes its new session only after the fork) dies by it.
                 return
             why = last_words()
             self.fail(f"the {what} {_exit_reason(code)}" + (f": {why}" if why else ""))
@@ -136,7 +141,7 @@ def main() -> int:
     try:
         check_ports(host, ports)
         with contextlib.ExitStack() as stack:
-            children = Children()
+            children = Children(signalled)
             try:
                 _serve(stack, children, signalled, host, port, http_port if gateway.is_file() else None, local_db)
             finally:
