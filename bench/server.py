@@ -216,6 +216,8 @@ def compare_load(label: str, sides: dict, path: str, body: Path, env: dict, args
     """``sides``: name -> (cmd, cwd, extra env); the first is compared against the second."""
     names = list(sides)
     for cores, server_cpus, client_cpus in (("1 core", "0", "1"), ("2 cores", None, None)):
+        if cores[0] not in args.cores:
+            continue
         servers = {n: Server(cmd, cwd, env, server_cpus, extra) for n, (cmd, cwd, extra) in sides.items()}
         try:
             for n, s in servers.items():
@@ -238,6 +240,11 @@ def compare_load(label: str, sides: dict, path: str, body: Path, env: dict, args
         for key, unit, fmt in (("cps", "calls/s", spread), ("p99", "p99 ms", spreadf), ("cpu_us", "CPU µs/call", spread)):
             print(f"  {unit:<12} {names[0]} {fmt([r[key] for r in runs[names[0]]])}  {names[1]} "
                   f"{fmt([r[key] for r in runs[names[1]]])}  ratio {a[key] / b[key]:.2f}x")
+        # Runs i of both sides ran back to back: their ratio cancels the drift of other tenants' load.
+        paired = [ra["cps"] / rb["cps"] for ra, rb in zip(runs[names[0]], runs[names[1]])]
+        paired_cpu = [ra["cpu_us"] / rb["cpu_us"] for ra, rb in zip(runs[names[0]], runs[names[1]])]
+        print(f"  paired       calls/s ratio {spreadf(paired)}, {sum(r >= 1 for r in paired)} of {len(paired)} pairs >= 1; "
+              f"CPU µs/call ratio {spreadf(paired_cpu)}")
         print(f"  h2load failed: {failed}; failed calls in the generated server's log: {refused[names[0]]}")
 
 
@@ -335,6 +342,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="load runs per side and configuration")
     parser.add_argument("--cold-runs", type=int, default=15)
     parser.add_argument("--only", default="echo,gateway,cold,books")
+    parser.add_argument("--cores", default="12", help="the load comparisons to run: 1 (one pinned core), 2, or 12")
     args = parser.parse_args()
     only = set(args.only.split(","))
     H2LOAD = ensure_h2load()

@@ -2,7 +2,7 @@
 
 What a neuron's server does:
 - listens on $PORT (default 8080) on all interfaces ($HOST to change that)
-- registers {% for s in neuron.services %}{{ s.service.full_name }}{{ ", " if not loop.last }}{% endfor %}, the gRPC health service and server reflection
+- registers the neuron's services, the gRPC health service and server reflection
 - logs one JSON line per event (Cloud Logging format); per call: failures and slow calls,
   or every call with LOG_EVERY_CALL=true
 - on SIGTERM/SIGINT, a servicer's deps.request_shutdown() (e.g. a Shutdown RPC) or after
@@ -39,7 +39,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
@@ -50,6 +49,7 @@ from scaffold_runtime import auth, logs, tracing
 from scaffold_runtime.deps import Deps
 from scaffold_runtime.interceptor import Admission, CallLogInterceptor
 from scaffold_runtime.stats import RpcStats
+from scaffold_runtime.workers import Workers
 
 log = logging.getLogger("server")
 
@@ -176,8 +176,9 @@ class Neuron:
         self.interceptors, self.deps = wiring.interceptors, wiring.deps
         self.stopped = threading.Event()
         credentials = _tls_credentials()
+        self.workers = Workers(wiring.workers, thread_name_prefix="grpc")  # leaner per call than ThreadPoolExecutor
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=wiring.workers, thread_name_prefix="grpc"),
+            self.workers,
             interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", int(os.environ.get("GRPC_MAX_RECEIVE_BYTES", "4194304"))),
@@ -239,6 +240,7 @@ class Neuron:
             # calls away (UNAVAILABLE), lets these finish, and cancels what still runs when
             # the rest of the grace period ends (only a Watch stream can).
             self.server.stop(max(0.5, grace - (time.monotonic() - started))).wait()
+            self.workers.shutdown(wait=False)  # grpc has finished with them
             self.stopped.set()
             log.info("stopped")
 
