@@ -227,6 +227,39 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(translator, sc
     assert time.monotonic() - started < 10
 
 
+def test_a_call_that_never_ends_does_not_keep_the_server_from_exiting(translator):
+    """SIGTERM with a handler stuck for a minute: the server drains for SHUTDOWN_GRACE_SECONDS,
+    cancels the call and exits. grpc's usual ThreadPoolExecutor has non-daemon threads that
+    interpreter exit joins, so it stayed until the handler returned (Cloud Run kills it at
+    10 s); the runtime's worker pool lets the process end."""
+    import grpc
+
+    methods = translator / "methods.py"
+    methods.write_text(methods.read_text().replace(
+        '        # TODO: implement Echo.\n        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Echo is not implemented yet")',
+        "        import time\n\n        time.sleep(60)\n        return translator_pb2.EchoResponse(text=request.text)",
+    ))
+    server = ServerProcess(translator, env={"SHUTDOWN_GRACE_SECONDS": "1"})
+    try:
+        translator_pb2 = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2")
+        translator_pb2_grpc = import_stubs(translator, "xmpl.br.services.translator.v1.translator_pb2_grpc")
+        with grpc.insecure_channel(server.target) as ch:
+            call = translator_pb2_grpc.TranslatorServiceStub(ch).Echo.future(translator_pb2.EchoRequest(text="hi"), timeout=30)
+            time.sleep(0.5)
+            started = time.monotonic()
+            server.terminate()
+            server.proc.wait(timeout=15)
+            took = time.monotonic() - started
+            with pytest.raises(grpc.RpcError) as err:
+                call.result(timeout=5)
+    finally:
+        server.stop()
+    assert err.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    assert server.proc.returncode == 0
+    assert took < 8, f"the server took {took:.1f} s to exit"
+    assert "calls still in flight after 1.0 s are cancelled" in "".join(server.output)
+
+
 def test_update_adds_stubs_and_tests_and_keeps_every_user_line(books, workspace, scaffold, emulator):
     methods = books / "methods.py"
     methods.write_text(methods.read_text().replace('        """Gets a book."""\n', '        """Gets a book."""\n        # mine\n'))
