@@ -155,3 +155,31 @@ def test_in_process_refuses_bad_settings_in_one_line(echo_neuron):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "API_KEYS" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
+
+
+def test_in_process_a_call_that_never_ends_does_not_keep_the_gateway_from_exiting(echo_neuron):
+    """The in-process gateway, like the server: past SHUTDOWN_GRACE_SECONDS a stuck call is
+    abandoned and the process exits (Cloud Run would SIGKILL it at 10 s)."""
+    root, _server = echo_neuron
+    gateway = Gateway(root, None, {"SHUTDOWN_GRACE_SECONDS": "1"})
+    stuck: dict = {}
+
+    def call() -> None:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            try:
+                stuck["r"] = http.get("/v1/say/1", params={"text": "sleep:60"})
+            except httpx.HTTPError as exc:
+                stuck["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    gateway.proc.send_signal(signal.SIGTERM)
+    try:
+        gateway.proc.wait(timeout=20)
+    finally:
+        out = gateway.stop()
+    took = time.monotonic() - started
+    assert took < 8, f"the gateway took {took:.1f} s to exit: {out}"
+    assert gateway.proc.returncode in (0, -signal.SIGTERM), out
