@@ -243,8 +243,9 @@ def compare_load(label: str, sides: dict, path: str, body: Path, env: dict, args
         # Runs i of both sides ran back to back: their ratio cancels the drift of other tenants' load.
         paired = [ra["cps"] / rb["cps"] for ra, rb in zip(runs[names[0]], runs[names[1]])]
         paired_cpu = [ra["cpu_us"] / rb["cpu_us"] for ra, rb in zip(runs[names[0]], runs[names[1]])]
+        paired_p99 = [ra["p99"] / rb["p99"] for ra, rb in zip(runs[names[0]], runs[names[1]])]
         print(f"  paired       calls/s ratio {spreadf(paired)}, {sum(r >= 1 for r in paired)} of {len(paired)} pairs >= 1; "
-              f"CPU µs/call ratio {spreadf(paired_cpu)}")
+              f"p99 ratio {spreadf(paired_p99)}; CPU µs/call ratio {spreadf(paired_cpu)}")
         print(f"  h2load failed: {failed}; failed calls in the generated server's log: {refused[names[0]]}")
 
 

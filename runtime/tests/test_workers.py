@@ -4,7 +4,6 @@ import logging
 import threading
 
 import pytest
-
 from scaffold_runtime.workers import Workers
 
 
@@ -35,10 +34,13 @@ def test_a_callback_added_to_a_finished_task_runs_at_once():
     assert seen == [task]
 
 
-def test_no_threads_until_the_first_call_and_none_after_shutdown():
+def test_threads_start_one_per_call_up_to_the_limit_and_stop_at_shutdown():
     pool = Workers(3)
     assert pool.threads == 0
     pool.submit(lambda: None)
+    assert pool.threads == 1  # a cold start pays for one thread
+    for _ in range(5):
+        pool.submit(lambda: None)
     assert pool.threads == 3
     pool.shutdown(wait=True)
     assert pool.threads == 0
@@ -74,7 +76,7 @@ def test_an_exception_escaping_a_task_or_a_callback_is_logged_and_the_worker_goe
     done = threading.Event()
     with caplog.at_level(logging.ERROR, logger="server"):
         bad = pool.submit(lambda: 1 / 0)
-        bad.add_done_callback(lambda _t: [][0])
+        bad.add_done_callback(lambda _t: {}["missing"])
         pool.submit(done.set)
         assert done.wait(5)
         pool.shutdown(wait=True)

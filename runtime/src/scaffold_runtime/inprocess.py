@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import grpc
 
+from scaffold_runtime.workers import Workers
+
 log = logging.getLogger("gateway")
 _OK = grpc.StatusCode.OK
 EOF = grpc.aio.EOF  # what a stream's read() returns after its last message, as grpc.aio's does
@@ -194,8 +196,6 @@ class InProcess:
     calls (UNAVAILABLE) and lets the admitted ones finish."""
 
     def __init__(self, wiring) -> None:
-        from concurrent import futures
-
         self.wiring = wiring
         recorder = _Recorder()
         wiring.register(recorder)
@@ -203,7 +203,9 @@ class InProcess:
         for interceptor in reversed(wiring.interceptors):  # the first interceptor runs first, as in grpc.server
             resolve = functools.partial(interceptor.intercept_service, resolve)
         self._resolve = resolve
-        self.pool = futures.ThreadPoolExecutor(max_workers=wiring.workers, thread_name_prefix="call")
+        # The gRPC server's pool, with the answer handed back to the event loop by the worker
+        # itself (_deliver): no concurrent.futures.Future per call, as run_in_executor makes.
+        self.pool = Workers(wiring.workers, thread_name_prefix="call")
         self.draining = False  # set when drain() starts
 
     def start(self) -> threading.Thread | None:
@@ -220,7 +222,7 @@ class InProcess:
         self.draining = True
         self.wiring.stop_requested.set()
         finished = self.wiring.admission.drain(grace, quiet=0.0, quiet_wait=0.0)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False)  # a call queued behind the admitted ones is refused by admission
         return finished
 
     def _handler(self, method: str, metadata: Sequence, streaming: bool):
@@ -251,13 +253,31 @@ class InProcess:
             raise failure
         return response
 
+    def _deliver(self, loop, future: asyncio.Future, behaviour, message, context: Context, response_type: type) -> None:
+        """In a worker: run the call, then settle ``future`` on ``loop`` with its outcome."""
+        try:
+            outcome = (self._run(behaviour, message, context, response_type), None)
+        except BaseException as exc:  # noqa: BLE001 - CallError, or what escaped the servicer: the caller raises it
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+        except RuntimeError:  # the event loop has closed: nobody waits for this answer any more
+            pass
+
+    def _submit(self, fn, *args) -> None:
+        try:
+            self.pool.submit(fn, *args)
+        except RuntimeError:  # drain() shut the pool down since _handler looked
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry") from None
+
     async def unary(self, rule, message, metadata: Sequence, timeout: float, peer: str = "", receive=None):
         """The rule's response to ``message``; raises CallError. A call still running after
         WATCH_AFTER s watches ``receive`` (ASGI) and is cancelled when the client leaves."""
         behaviour = self._handler(rule.method, metadata, False)
         context = Context(metadata, time.monotonic() + timeout, peer)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._run, behaviour, message, context, rule.response)
+        future = loop.create_future()
+        self._submit(self._deliver, loop, future, behaviour, message, context, rule.response)
         watch = loop.call_later(WATCH_AFTER, _watch, receive, context) if receive is not None else None
         try:
             async with asyncio.timeout(timeout):
@@ -274,7 +294,19 @@ class InProcess:
         CallError) and stopped with ``cancel()``; raises CallError when it cannot start."""
         behaviour = self._handler(rule.method, metadata, True)
         context = Context(metadata, time.monotonic() + timeout, peer)
-        return _Stream(self.pool, behaviour, message, context)
+        stream = _Stream(context)
+        self._submit(stream._produce, behaviour, message)
+        return stream
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    """On the event loop: ``future``'s outcome, unless it was given up on (deadline, client gone)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _watch(receive, context: Context) -> None:
@@ -294,12 +326,11 @@ class _Stream:
     """A server stream produced in one worker thread (so the interceptors' generators run where
     they started) into a queue at most STREAM_BUFFER messages ahead of the reader."""
 
-    def __init__(self, pool, behaviour, message, context: Context) -> None:
+    def __init__(self, context: Context) -> None:
         self.context = context
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._space = threading.Semaphore(STREAM_BUFFER)
-        self._future = self._loop.run_in_executor(pool, self._produce, behaviour, message)
 
     def _put(self, item) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)

@@ -55,8 +55,8 @@ class Task:
 
 
 class Workers:
-    """``max_workers`` threads, started on the first :meth:`submit`, serving submitted tasks
-    in order."""
+    """Up to ``max_workers`` threads (one more started by each call until there are that
+    many), serving submitted tasks in order."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "grpc") -> None:
         if max_workers < 1:
@@ -70,23 +70,23 @@ class Workers:
 
     def submit(self, fn: Callable, *args) -> Task:
         """Run ``fn(*args)`` on a worker; raises RuntimeError after :meth:`shutdown`."""
-        if not self._threads:
-            self._start()
+        if len(self._threads) < self.max_workers:
+            self._add_thread()
         if self._shutdown:
             raise RuntimeError("cannot take new calls after shutdown")
         task = Task(fn, args)
         self._queue.put(task)
         return task
 
-    def _start(self) -> None:
+    def _add_thread(self) -> None:
+        """One more worker, while there are fewer than max_workers: each of the first calls
+        starts one (~0.1 ms), so a cold start pays for one thread, not all of them."""
         with self._lock:
-            if self._threads or self._shutdown:
+            if len(self._threads) >= self.max_workers or self._shutdown:
                 return
-            threads = [threading.Thread(target=self._work, name=f"{self._prefix}_{i}", daemon=True)
-                       for i in range(self.max_workers)]
-            for thread in threads:
-                thread.start()
-            self._threads = threads
+            thread = threading.Thread(target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _work(self) -> None:
         get = self._queue.get
