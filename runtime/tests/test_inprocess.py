@@ -77,3 +77,54 @@ def test_an_answer_after_the_deadline_or_after_the_loop_closed_is_dropped_quietl
         upstream.pool.shutdown()
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class _Ticks:
+    def __init__(self, _deps) -> None:
+        self.produced = 0
+
+    def ticks(self, request, context):
+        import time
+
+        while True:
+            self.produced += 1
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+            time.sleep(0.02)
+
+
+def test_a_stream_whose_event_loop_closed_stops_producing_quietly(caplog):
+    """The gateway's loop ends (shutdown) while a server stream runs: the producer stops at
+    its next message instead of failing in the worker."""
+    import logging
+    import time
+
+    servicers = []
+
+    def make(deps):
+        servicers.append(_Ticks(deps))
+        return servicers[-1]
+
+    def add(servicer, server) -> None:
+        handler = grpc.unary_stream_rpc_method_handler(
+            servicer.ticks, health_pb2.HealthCheckRequest.FromString, health_pb2.HealthCheckResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Ticks", {"Ticks": handler}),))
+
+    upstream = InProcess(Wiring([Service("t.Ticks", add, make)], max_workers=4))
+    rule = SimpleNamespace(method="/t.Ticks/Ticks", response=health_pb2.HealthCheckResponse)
+
+    async def first():
+        stream = upstream.stream(rule, health_pb2.HealthCheckRequest(), [], 30.0)
+        return await stream.read(), stream
+
+    with caplog.at_level(logging.WARNING):
+        message, stream = asyncio.run(first())  # the loop closes with the stream still running
+        deadline = time.monotonic() + 5
+        while stream.context._active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        produced = servicers[0].produced
+        time.sleep(0.2)
+        upstream.pool.shutdown()
+    assert message.status == health_pb2.HealthCheckResponse.SERVING
+    assert not stream.context._active and servicers[0].produced == produced  # it stopped
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == ["WARNING"]
+    assert caplog.records[-1].getMessage().startswith("/t.Ticks/Ticks CANCELLED")  # not UNKNOWN, no traceback

@@ -333,7 +333,10 @@ class _Stream:
         self._space = threading.Semaphore(STREAM_BUFFER)
 
     def _put(self, item) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop has closed: nobody reads this stream any more
+            self.context.cancel()
 
     def _produce(self, behaviour, message) -> None:
         context = self.context

@@ -26,10 +26,11 @@ _OK = grpc.StatusCode.OK
 
 def call_code(context, error: BaseException | None) -> grpc.StatusCode:
     """The code a call ends with: the one set on ``context`` (a grpc ServicerContext, or
-    None), UNKNOWN when ``error`` escaped without one, else OK."""
+    None), UNKNOWN when ``error`` escaped without one, else OK. A server stream closed before
+    its end (GeneratorExit: its reader stopped, the caller is gone) is CANCELLED."""
     code = context.code() if hasattr(context, "code") else None
     if error is not None and code in (None, _OK):
-        return grpc.StatusCode.UNKNOWN
+        return grpc.StatusCode.CANCELLED if isinstance(error, GeneratorExit) else grpc.StatusCode.UNKNOWN
     return code or _OK
 
 
