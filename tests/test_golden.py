@@ -122,3 +122,38 @@ def test_requirements_pin_the_carried_wheel(workspace, scaffold):
     w = wheel()
     assert f"--hash=sha256:{w.sha256}" in (root / "requirements-runtime.txt").read_text()
     assert (root / "wheels" / w.filename).read_bytes() == w.data
+
+
+def test_a_caller_cancelling_a_server_stream_is_logged_as_cancelled(workspace, scaffold):
+    """Hostile or just impatient callers: a cancelled server stream ended as UNKNOWN, logged at
+    ERROR with a traceback (the stream's generator is closed with GeneratorExit), so cancelling
+    streams filled the error log. It is CANCELLED, one warning line."""
+    import time
+
+    import grpc
+
+    from tests.helpers import ServerProcess, import_stubs
+
+    root = make("neuron-streaming", workspace, scaffold)
+    methods = root / "methods.py"
+    methods.write_text(methods.read_text().replace(
+        '        # TODO: implement WatchTicks.\n        context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchTicks is not implemented yet")',
+        "        import time\n\n        while True:\n            yield streaming_pb2.TickResponse(id=request.id)\n            time.sleep(0.01)",
+    ))
+    pb = import_stubs(root, "streaming.v1.streaming_pb2")
+    pb_grpc = import_stubs(root, "streaming.v1.streaming_pb2_grpc")
+    server = ServerProcess(root)
+    try:
+        with grpc.insecure_channel(server.target) as ch:
+            stub = pb_grpc.TickServiceStub(ch)
+            for _ in range(3):
+                call = stub.WatchTicks(pb.TickRequest(id="t"), timeout=10)
+                assert next(call).id == "t"
+                call.cancel()
+            time.sleep(0.5)  # the server notices at its next message
+    finally:
+        out = server.stop()
+    assert server.proc.returncode == 0, out
+    ends = [line for line in out.splitlines() if "WatchTicks" in line]
+    assert len(ends) == 3 and all('"grpc.code": "CANCELLED"' in e and '"severity": "WARNING"' in e for e in ends), out
+    assert "Traceback" not in out and "UNKNOWN" not in out, out
