@@ -150,10 +150,17 @@ def test_a_caller_cancelling_a_server_stream_is_logged_as_cancelled(workspace, s
                 call = stub.WatchTicks(pb.TickRequest(id="t"), timeout=10)
                 assert next(call).id == "t"
                 call.cancel()
+            for _ in range(2):  # and a stream its deadline ends is DEADLINE_EXCEEDED, not CANCELLED
+                with pytest.raises(grpc.RpcError) as err:
+                    for _tick in stub.WatchTicks(pb.TickRequest(id="t"), timeout=0.3):
+                        pass
+                assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             time.sleep(0.5)  # the server notices at its next message
     finally:
         out = server.stop()
     assert server.proc.returncode == 0, out
     ends = [line for line in out.splitlines() if "WatchTicks" in line]
-    assert len(ends) == 3 and all('"grpc.code": "CANCELLED"' in e and '"severity": "WARNING"' in e for e in ends), out
+    codes = sorted(e.split('"grpc.code": "')[1].split('"')[0] for e in ends)
+    assert codes == ["CANCELLED"] * 3 + ["DEADLINE_EXCEEDED"] * 2, out
+    assert all('"severity": "WARNING"' in e for e in ends), out
     assert "Traceback" not in out and "UNKNOWN" not in out, out

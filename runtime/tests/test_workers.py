@@ -89,3 +89,37 @@ def test_an_exception_escaping_a_task_or_a_callback_is_logged_and_the_worker_goe
 def test_max_workers_must_be_positive():
     with pytest.raises(ValueError):
         Workers(0)
+
+
+def _race_shutdown() -> tuple[list, list]:
+    pool = Workers(4)
+    accepted, ran = [], []
+    start = threading.Event()
+
+    def submitter():
+        start.wait()
+        for _ in range(3000):
+            try:
+                task = pool.submit(ran.append, 1)
+            except RuntimeError:
+                return
+            accepted.append(task)
+
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    start.set()
+    threading.Event().wait(0.002)
+    pool.shutdown(wait=True)
+    for t in threads:
+        t.join()
+    return accepted, ran
+
+
+def test_a_task_racing_shutdown_is_either_run_or_refused_never_lost():
+    """submit() checked for shutdown, then queued: shutdown's stop markers could get in
+    between, and the task was accepted but never run (its callbacks never called)."""
+    for _ in range(30):
+        accepted, ran = _race_shutdown()
+        assert len(ran) == len(accepted)
+        assert all(t.done for t in accepted)

@@ -27,10 +27,14 @@ _OK = grpc.StatusCode.OK
 def call_code(context, error: BaseException | None) -> grpc.StatusCode:
     """The code a call ends with: the one set on ``context`` (a grpc ServicerContext, or
     None), UNKNOWN when ``error`` escaped without one, else OK. A server stream closed before
-    its end (GeneratorExit: its reader stopped, the caller is gone) is CANCELLED."""
+    its end (GeneratorExit: its reader stopped) is DEADLINE_EXCEEDED when the call's deadline
+    has passed, else CANCELLED (the caller is gone)."""
     code = context.code() if hasattr(context, "code") else None
     if error is not None and code in (None, _OK):
-        return grpc.StatusCode.CANCELLED if isinstance(error, GeneratorExit) else grpc.StatusCode.UNKNOWN
+        if isinstance(error, GeneratorExit):
+            left = context.time_remaining() if hasattr(context, "time_remaining") else None
+            return grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0 else grpc.StatusCode.CANCELLED
+        return grpc.StatusCode.UNKNOWN
     return code or _OK
 
 

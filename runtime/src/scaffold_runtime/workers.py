@@ -25,13 +25,22 @@ log = logging.getLogger("server")
 class Task:
     """One submitted call: what grpc gets back from :meth:`Workers.submit`."""
 
-    __slots__ = ("args", "callbacks", "done", "fn")
+    __slots__ = ("args", "callbacks", "claim", "done", "fn")
 
     def __init__(self, fn: Callable, args: tuple) -> None:
         self.fn = fn
         self.args = args
         self.callbacks: list[Callable] = []
         self.done = False
+        self.claim = [True]  # popped once (atomic): by the worker that runs it, or by a refusal
+
+    def _claimed(self) -> bool:
+        """Whether this caller is the one to act on the task (run it, or refuse it)."""
+        try:
+            self.claim.pop()
+        except IndexError:
+            return False
+        return True
 
     def add_done_callback(self, callback: Callable[[Task], object]) -> None:
         """Call ``callback(task)`` once the task has run (now, when it already has)."""
@@ -76,6 +85,10 @@ class Workers:
             raise RuntimeError("cannot take new calls after shutdown")
         task = Task(fn, args)
         self._queue.put(task)
+        # shutdown() may have queued its stop markers just before this task, so no worker would
+        # reach it: refuse it unless a worker has already claimed it.
+        if self._shutdown and task._claimed():
+            raise RuntimeError("cannot take new calls after shutdown")
         return task
 
     def _add_thread(self) -> None:
@@ -91,6 +104,8 @@ class Workers:
     def _work(self) -> None:
         get = self._queue.get
         while (task := get()) is not None:
+            if not task._claimed():  # refused by submit() during shutdown
+                continue
             try:
                 task.fn(*task.args)
             except BaseException:  # grpc's pool functions catch what servicers raise; this is the rest
