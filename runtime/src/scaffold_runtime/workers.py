@@ -1,5 +1,5 @@
-"""The gRPC server's worker threads: a fixed pool that costs less per call than
-``concurrent.futures.ThreadPoolExecutor``.
+"""The gRPC server's worker threads: a pool of at most GRPC_MAX_WORKERS threads that costs
+less per call than ``concurrent.futures.ThreadPoolExecutor``.
 
 grpc's sync server hands every call to its pool with ``submit(fn, *args)`` and only ever calls
 ``add_done_callback`` on what comes back (to count calls in flight). ThreadPoolExecutor pays for
